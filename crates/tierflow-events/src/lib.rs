@@ -1,0 +1,18 @@
+//! tierflow's wire contracts: the clickstream input, the four output topics, their codecs and
+//! the precise errors a bad record earns. Knows nothing of Kafka, Redis or models.
+
+pub mod click;
+pub mod codec;
+pub mod error;
+pub mod output;
+pub mod schema;
+pub mod time;
+
+pub use click::{ClickEvent, EventType};
+pub use codec::{Contract, Encoding, HEADER_ENCODING, HEADER_SCHEMA, OutputRecord, decode, encode};
+pub use error::{DecodeError, DecodeErrorKind};
+pub use output::{
+    Bytes, CampaignTriggered, DeadLetter, ErrorClass, ReasonCode, Scores, Tier, TierChanged,
+    UserScore,
+};
+pub use time::EventTime;
