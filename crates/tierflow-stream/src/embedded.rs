@@ -1,0 +1,49 @@
+//! The embedded default: librdkafka's in-process mock cluster, so the demo runs with nothing
+//! installed. Tests use a real broker from the testkit; this is for demos and unit tests.
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+use crate::admin::TopicSpec;
+use crate::config::KafkaConfig;
+use crate::error::StreamError;
+
+/// An in-process Kafka-protocol cluster on loopback ports. Dropped = gone, with its data.
+pub struct EmbeddedBroker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("bootstrap_servers", &self.cluster.bootstrap_servers())
+            .finish()
+    }
+}
+
+impl EmbeddedBroker {
+    pub fn start(brokers: i32) -> Result<Self, StreamError> {
+        let cluster = MockCluster::new(brokers)
+            .map_err(|e| StreamError::kafka("starting mock cluster", e))?;
+        Ok(Self { cluster })
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Client settings pointing at this cluster.
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig::new(self.bootstrap_servers())
+    }
+
+    /// The mock cluster does not serve the CreateTopics admin call; it has its own.
+    pub fn create_topics(&self, topics: &[TopicSpec]) -> Result<(), StreamError> {
+        for topic in topics {
+            self.cluster
+                .create_topic(&topic.name, topic.partitions, topic.replication)
+                .map_err(|e| StreamError::kafka("creating mock topic", e))?;
+        }
+        Ok(())
+    }
+}

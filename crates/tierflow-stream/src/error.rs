@@ -1,0 +1,70 @@
+//! Kafka failures, each classified so that every stage knows whether to retry, skip or stop.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// What a stage should do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Transient (broker down, timeout, queue full): back off and try again.
+    Retriable,
+    /// This record can never succeed (too large, bad topic): dead-letter it and move on.
+    Poison,
+    /// Configuration or authorisation is wrong: stop cleanly, commit nothing more.
+    Fatal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("kafka {context}: {source}")]
+    Kafka {
+        context: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("invalid kafka configuration: {0}")]
+    Config(String),
+}
+
+impl StreamError {
+    pub(crate) fn kafka(context: &'static str, source: KafkaError) -> Self {
+        Self::Kafka { context, source }
+    }
+
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Self::Kafka { source, .. } => classify(source),
+            Self::Topic { .. } | Self::Config(_) => FailureClass::Fatal,
+        }
+    }
+}
+
+/// Classifies an rdkafka error. Unknown codes are treated as retriable: a stage that retries
+/// with backoff and reports is safer than one that drops data.
+pub fn classify(error: &KafkaError) -> FailureClass {
+    use RDKafkaErrorCode as C;
+    let code = match error.rdkafka_error_code() {
+        Some(code) => code,
+        None => {
+            return match error {
+                KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => FailureClass::Fatal,
+                _ => FailureClass::Retriable,
+            };
+        }
+    };
+    match code {
+        C::MessageSizeTooLarge | C::InvalidMessage | C::InvalidRecord | C::InvalidMessageSize => {
+            FailureClass::Poison
+        }
+        C::TopicAuthorizationFailed
+        | C::GroupAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::SaslAuthenticationFailed
+        | C::Authentication
+        | C::InvalidConfig
+        | C::UnknownTopic
+        | C::Fatal => FailureClass::Fatal,
+        _ => FailureClass::Retriable,
+    }
+}

@@ -1,0 +1,144 @@
+//! A producer with a bound on unacknowledged records: callers feel backpressure instead of
+//! growing an unbounded queue, and learn about every failed delivery.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::config::KafkaConfig;
+use crate::error::StreamError;
+
+/// One record to send. Borrowed, so a caller's buffers are not copied until librdkafka does.
+#[derive(Debug, Clone, Copy)]
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Counters of a producer's work so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProduceStats {
+    /// Handed to librdkafka.
+    pub sent: u64,
+    /// Acknowledged by the broker.
+    pub delivered: u64,
+    /// Value bytes acknowledged.
+    pub bytes: u64,
+}
+
+/// An idempotent producer that keeps at most `max_in_flight` records unacknowledged.
+pub struct BoundedProducer {
+    producer: FutureProducer,
+    in_flight: VecDeque<(DeliveryFuture, usize)>,
+    max_in_flight: usize,
+    stats: ProduceStats,
+}
+
+impl std::fmt::Debug for BoundedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundedProducer")
+            .field("in_flight", &self.in_flight.len())
+            .field("max_in_flight", &self.max_in_flight)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl BoundedProducer {
+    pub fn new(config: &KafkaConfig, max_in_flight: usize) -> Result<Self, StreamError> {
+        let producer: FutureProducer = config
+            .producer_config()
+            .create()
+            .map_err(|e| StreamError::kafka("creating producer", e))?;
+        Ok(Self {
+            producer,
+            in_flight: VecDeque::with_capacity(max_in_flight.min(65_536)),
+            max_in_flight: max_in_flight.max(1),
+            stats: ProduceStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> ProduceStats {
+        self.stats
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Enqueues one record, waiting for older deliveries first when the bound is reached or
+    /// librdkafka's own queue is full. Returns the first failed delivery, if any.
+    pub async fn send(&mut self, record: OutRecord<'_>) -> Result<(), StreamError> {
+        while self.in_flight.len() >= self.max_in_flight {
+            self.settle_oldest().await?;
+        }
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(*value),
+                });
+            }
+            let mut future = FutureRecord::to(record.topic)
+                .payload(record.value)
+                .headers(headers);
+            if let Some(key) = record.key {
+                future = future.key(key);
+            }
+            match self.producer.send_result(future) {
+                Ok(delivery) => {
+                    self.in_flight.push_back((delivery, record.value.len()));
+                    self.stats.sent += 1;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if self.in_flight.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    } else {
+                        self.settle_oldest().await?;
+                    }
+                }
+                Err((e, _)) => return Err(StreamError::kafka("enqueueing a record", e)),
+            }
+        }
+    }
+
+    /// Waits until every record sent so far is acknowledged.
+    pub async fn flush(&mut self) -> Result<ProduceStats, StreamError> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(self.stats)
+    }
+
+    async fn settle_oldest(&mut self) -> Result<(), StreamError> {
+        let Some((delivery, bytes)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match delivery.await {
+            Ok(Ok(_)) => {
+                self.stats.delivered += 1;
+                self.stats.bytes += bytes as u64;
+                Ok(())
+            }
+            Ok(Err((e, _))) => Err(StreamError::kafka("delivering a record", e)),
+            Err(_) => Err(StreamError::kafka(
+                "delivering a record",
+                KafkaError::Canceled,
+            )),
+        }
+    }
+}
+
+impl Drop for BoundedProducer {
+    fn drop(&mut self) {
+        // Give queued records a last chance; callers that care call `flush` first.
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}

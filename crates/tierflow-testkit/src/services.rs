@@ -1,0 +1,190 @@
+//! The two services tierflow needs: redis-server and a Kafka-protocol broker (tansu 0.6).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+
+use crate::process::{Service, accepts, answers, find_binary, free_port};
+
+const START_ATTEMPTS: usize = 5;
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A private redis-server on a free loopback port; nothing is persisted.
+#[derive(Debug)]
+pub struct RedisServer {
+    service: Service,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Result<Self> {
+        let binary = find_binary("redis-server", "TIERFLOW_REDIS_SERVER")?;
+        let dir = tempfile::tempdir().context("creating redis dir")?;
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            let mut command = Command::new(&binary);
+            command
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .args(["--protected-mode", "no"])
+                .arg("--dir")
+                .arg(dir.path());
+            match Service::spawn(
+                "redis-server",
+                command,
+                port,
+                dir.path().join(format!("redis-{port}.log")),
+                |addr| answers(addr, b"PING\r\n", b"+PONG"),
+                READY_TIMEOUT,
+            ) {
+                Ok(service) => return Ok(Self { service, _dir: dir }),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    /// `redis://127.0.0.1:PORT/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.service.port())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.service.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.service.pid()
+    }
+}
+
+/// Where the broker keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerStorage {
+    /// Fast; lost when the broker stops.
+    Memory,
+    /// SQLite file in the broker's own directory; survives [`Broker::restart`].
+    Sqlite,
+}
+
+/// A private tansu broker on a free loopback port.
+#[derive(Debug)]
+pub struct Broker {
+    service: Option<Service>,
+    binary: PathBuf,
+    port: u16,
+    storage: BrokerStorage,
+    dir: TempDir,
+}
+
+impl Broker {
+    /// An in-memory broker: the default for tests.
+    pub fn start() -> Result<Self> {
+        Self::start_with(BrokerStorage::Memory)
+    }
+
+    pub fn start_with(storage: BrokerStorage) -> Result<Self> {
+        let binary = find_binary("tansu", "TIERFLOW_TANSU")?;
+        let mut dir = tempfile::tempdir().context("creating broker dir")?;
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            let mut broker = Self {
+                service: None,
+                binary: binary.clone(),
+                port,
+                storage,
+                dir,
+            };
+            match broker.spawn() {
+                Ok(()) => return Ok(broker),
+                Err(e) => {
+                    last_error = Some(e);
+                    dir = broker.dir;
+                }
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = match self.storage {
+            BrokerStorage::Memory => "memory://tansu/",
+            BrokerStorage::Sqlite => "sqlite://tansu/",
+        };
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("broker")
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", storage])
+            .current_dir(self.dir.path());
+        // tansu also reads these from the environment; ours must not leak in.
+        for var in [
+            "CLUSTER_ID",
+            "LISTENER_URL",
+            "ADVERTISED_LISTENER_URL",
+            "STORAGE_ENGINE",
+            "SCHEMA_REGISTRY",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            command.env_remove(var);
+        }
+        let log = self.dir.path().join(format!("tansu-{}.log", self.port));
+        self.service = Some(Service::spawn(
+            "tansu",
+            command,
+            self.port,
+            log,
+            accepts,
+            READY_TIMEOUT,
+        )?);
+        Ok(())
+    }
+
+    /// `bootstrap.servers` for clients.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn storage(&self) -> BrokerStorage {
+        self.storage
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.service.is_some()
+    }
+
+    /// Kills the broker (as a crash would). Clients see it gone until [`Broker::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            service.kill();
+        }
+    }
+
+    /// Starts the broker again on the same port and directory. With
+    /// [`BrokerStorage::Sqlite`] topics, records and committed offsets survive.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// The broker's recent log lines, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.service
+            .as_ref()
+            .map(Service::log_tail)
+            .unwrap_or_default()
+    }
+}
