@@ -203,11 +203,7 @@ impl ClickEvent {
             ));
         }
         let text = std::str::from_utf8(bytes).map_err(|e| {
-            DecodeError::new(
-                DecodeErrorKind::Malformed,
-                None,
-                format!("not UTF-8: {e}"),
-            )
+            DecodeError::new(DecodeErrorKind::Malformed, None, format!("not UTF-8: {e}"))
         })?;
         if !text.trim_start().starts_with('{') {
             return Err(not_an_object(text));
@@ -253,7 +249,9 @@ impl RawClickEvent<'_> {
                 return Err(DecodeError::new(
                     DecodeErrorKind::UnsupportedVersion,
                     Some("schema_version"),
-                    format!("`schema_version` {v} is not supported; this build reads version {CLICK_SCHEMA_VERSION}"),
+                    format!(
+                        "`schema_version` {v} is not supported; this build reads version {CLICK_SCHEMA_VERSION}"
+                    ),
                 ));
             }
         };
@@ -338,7 +336,9 @@ impl RawClickEvent<'_> {
 /// Serde would read a JSON array into a struct by position; the contract is an object.
 fn not_an_object(text: &str) -> DecodeError {
     let found = match serde_json::from_str::<serde_json::Value>(text) {
-        Err(e) => return DecodeError::new(DecodeErrorKind::Malformed, None, format!("not JSON: {e}")),
+        Err(e) => {
+            return DecodeError::new(DecodeErrorKind::Malformed, None, format!("not JSON: {e}"));
+        }
         Ok(serde_json::Value::Array(_)) => "an array",
         Ok(serde_json::Value::String(_)) => "a string",
         Ok(serde_json::Value::Number(_)) => "a number",
@@ -388,10 +388,7 @@ fn checked_len(field: &str, value: Cow<'_, str>, max_chars: usize) -> Result<Str
 
 fn non_negative(field: &str, value: Option<f64>) -> Result<Option<f64>, DecodeError> {
     match value {
-        Some(v) if v < 0.0 => Err(DecodeError::invalid(
-            field,
-            format!("must be ≥ 0, got {v}"),
-        )),
+        Some(v) if v < 0.0 => Err(DecodeError::invalid(field, format!("must be ≥ 0, got {v}"))),
         other => Ok(other),
     }
 }
@@ -427,7 +424,10 @@ mod tests {
     fn reasons_name_the_field_and_the_problem() {
         check(VALID, Ok(()));
         check(&without("revenue"), Err("`revenue` missing for purchase"));
-        check(&with("revenue", "null"), Err("`revenue` missing for purchase"));
+        check(
+            &with("revenue", "null"),
+            Err("`revenue` missing for purchase"),
+        );
         check(
             &with("event_type", r#""page_view""#)
                 .replace(r#""revenue":12.5,"#, "")
@@ -439,26 +439,36 @@ mod tests {
             Err(r#"`ts` not RFC 3339 (expected e.g. 2026-11-28T12:00:00Z): "yesterday""#),
         );
         check(&with("price", "-1"), Err("`price` must be ≥ 0, got -1"));
-        check(&with("price", r#""3""#), Err(
-            r#"`price` invalid type: string "3", expected f64"#,
-        ));
-        check(&with("quantity", "0"), Err(
-            "`quantity` must be a whole number from 1 to 10000, got 0",
-        ));
+        check(
+            &with("price", r#""3""#),
+            Err(r#"`price` invalid type: string "3", expected f64"#),
+        );
+        check(
+            &with("quantity", "0"),
+            Err("`quantity` must be a whole number from 1 to 10000, got 0"),
+        );
         check(&with("quantity", "2.0"), Ok(()));
-        check(&with("currency", r#""eur""#), Err(
-            r#"`currency` must be a three-letter ISO 4217 code such as EUR, got "eur""#,
-        ));
+        check(
+            &with("currency", r#""eur""#),
+            Err(r#"`currency` must be a three-letter ISO 4217 code such as EUR, got "eur""#),
+        );
         check(&with("user_id", r#""""#), Err("`user_id` is empty"));
         check(&without("user_id"), Err("`user_id` missing"));
         check(&with("reveune", "1"), Err("unknown field `reveune`"));
-        check(&with("schema_version", "2"), Err(
-            "`schema_version` 2 is not supported; this build reads version 1",
-        ));
+        check(
+            &with("schema_version", "2"),
+            Err("`schema_version` 2 is not supported; this build reads version 1"),
+        );
         check("[1,2]", Err("not a JSON object: the record is an array"));
         check(" 7", Err("not a JSON object: the record is a number"));
-        check("", Err("not JSON: EOF while parsing a value at line 1 column 0"));
-        check("{", Err("not JSON: EOF while parsing an object at line 1 column 1"));
+        check(
+            "",
+            Err("not JSON: EOF while parsing a value at line 1 column 0"),
+        );
+        check(
+            "{",
+            Err("not JSON: EOF while parsing an object at line 1 column 1"),
+        );
     }
 
     #[test]

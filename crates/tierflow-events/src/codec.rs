@@ -18,7 +18,9 @@ pub const HEADER_ENCODING: &str = "tierflow-encoding";
 pub const HEADER_SCHEMA: &str = "tierflow-schema";
 
 /// Value encoding of an output record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     #[default]
@@ -48,7 +50,9 @@ impl FromStr for Encoding {
         match s {
             "json" => Ok(Self::Json),
             "bincode" => Ok(Self::Bincode),
-            other => Err(format!("unknown encoding {other:?} (expected json or bincode)")),
+            other => Err(format!(
+                "unknown encoding {other:?} (expected json or bincode)"
+            )),
         }
     }
 }
@@ -141,7 +145,7 @@ impl Scores {
                 format!("must be within [0, 1], got {}", self.churn_risk),
             ));
         }
-        if !(self.expected_value >= 0.0) {
+        if self.expected_value.is_nan() || self.expected_value < 0.0 {
             return Err(DecodeError::invalid(
                 "scores.expected_value",
                 format!("must be ≥ 0, got {}", self.expected_value),
@@ -216,10 +220,10 @@ pub fn decode<T: OutputRecord>(bytes: &[u8], encoding: Encoding) -> Result<T, De
             value
         }
         Encoding::Bincode => {
-            let (value, read) =
-                bincode::serde::decode_from_slice(bytes, bincode_limited()).map_err(
-                    |e| DecodeError::new(DecodeErrorKind::BadBinary, None, format!("bincode: {e}")),
-                )?;
+            let (value, read) = bincode::serde::decode_from_slice(bytes, bincode_limited())
+                .map_err(|e| {
+                    DecodeError::new(DecodeErrorKind::BadBinary, None, format!("bincode: {e}"))
+                })?;
             if read != bytes.len() {
                 return Err(DecodeError::new(
                     DecodeErrorKind::BadBinary,

@@ -1,8 +1,8 @@
 //! JSON Schema (2020-12) for every contract, generated from the Rust types so the two cannot
 //! drift; `schemas/` holds the committed copies and a test compares them.
 
-use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 use crate::click::ClickEvent;

@@ -130,7 +130,9 @@ mod tests {
 
     fn check(text: &str, expected_millis: Option<i64>) {
         assert_eq!(
-            EventTime::parse_rfc3339(text).ok().map(EventTime::unix_millis),
+            EventTime::parse_rfc3339(text)
+                .ok()
+                .map(EventTime::unix_millis),
             expected_millis,
             "{text}"
         );

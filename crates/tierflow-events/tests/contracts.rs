@@ -11,8 +11,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tierflow_events::schema::{schema_for, schema_text};
 use tierflow_events::{
-    CampaignTriggered, ClickEvent, Contract, DeadLetter, Encoding, TierChanged, UserScore,
-    decode,
+    CampaignTriggered, ClickEvent, Contract, DeadLetter, Encoding, TierChanged, UserScore, decode,
 };
 
 fn schemas_dir() -> PathBuf {
@@ -105,7 +104,11 @@ fn valid_examples_pass_both_validator_and_decoder() {
         for (path, bytes) in examples {
             let doc: Value = serde_json::from_slice(&bytes).unwrap();
             let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{}: schema says {errors:?}", path.display());
+            assert!(
+                errors.is_empty(),
+                "{}: schema says {errors:?}",
+                path.display()
+            );
             if let Err(reason) = rust_verdict(contract, &bytes) {
                 panic!("{}: decoder says {reason}", path.display());
             }

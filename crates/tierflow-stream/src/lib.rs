@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod consume;
+pub mod dead_letter;
 pub mod embedded;
 pub mod error;
 pub mod produce;
@@ -13,4 +14,4 @@ pub use admin::{TopicSpec, ensure_topics};
 pub use config::KafkaConfig;
 pub use embedded::EmbeddedBroker;
 pub use error::{FailureClass, StreamError};
-pub use produce::{BoundedProducer, OutRecord, ProduceStats};
+pub use produce::{BoundedProducer, OutRecord, OutputHeaders, ProduceStats};

@@ -20,6 +20,29 @@ pub struct OutRecord<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
 }
 
+/// The headers every output record carries: its encoding and contract version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputHeaders {
+    encoding: &'static str,
+    schema: String,
+}
+
+impl OutputHeaders {
+    pub fn new(contract: tierflow_events::Contract, encoding: tierflow_events::Encoding) -> Self {
+        Self {
+            encoding: encoding.as_str(),
+            schema: contract.header_value(),
+        }
+    }
+
+    pub fn pairs(&self) -> [(&str, &[u8]); 2] {
+        [
+            (tierflow_events::HEADER_ENCODING, self.encoding.as_bytes()),
+            (tierflow_events::HEADER_SCHEMA, self.schema.as_bytes()),
+        ]
+    }
+}
+
 /// Counters of a producer's work so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProduceStats {

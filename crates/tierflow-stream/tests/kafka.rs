@@ -140,3 +140,49 @@ async fn a_missing_broker_is_a_retriable_delivery_failure() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_broker_keeps_records_and_commits_across_a_restart() -> Result<()> {
+    use tierflow_testkit::{Broker, BrokerStorage};
+    let mut broker = Broker::start_with(BrokerStorage::Sqlite)?;
+    let config = KafkaConfig::new(broker.bootstrap_servers());
+    let topic = unique_name("durable");
+    ensure_topics(&config, &[TopicSpec::new(&topic, 2)]).await?;
+    let mut producer = BoundedProducer::new(&config, 32)?;
+    for i in 0..100 {
+        let value = format!("v{i}");
+        producer
+            .send(OutRecord {
+                topic: &topic,
+                key: Some(value.as_bytes()),
+                value: value.as_bytes(),
+                headers: &[],
+            })
+            .await?;
+    }
+    producer.flush().await?;
+    drop(producer);
+
+    broker.restart()?;
+    let group = unique_name("durable-group");
+    let consumer = group_consumer(&config, &group, &[&topic])?;
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for n in 0..100 {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .with_context(|| format!("after the restart only {n} of 100 records came back"))??;
+        let end = ends.entry(message.partition()).or_default();
+        *end = (*end).max(message.offset() + 1);
+        consumer.store_offset_from_message(&message)?;
+    }
+    consumer.commit_consumer_state(CommitMode::Sync)?;
+    drop(consumer);
+
+    broker.restart()?;
+    let committed = tokio::task::block_in_place(|| committed_offsets(&config, &group, &topic))?;
+    ensure!(
+        committed == ends,
+        "committed {committed:?} lost in the restart (expected {ends:?})"
+    );
+    Ok(())
+}
