@@ -1,0 +1,189 @@
+//! Command-line interface: every command, flag and its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::telemetry::LogFormat;
+
+/// tierflow turns an e-commerce clickstream into real-time customer-value decisions:
+/// value tiers, churn risk and expected spend per user, published to Kafka for ad bidders,
+/// churn-intervention workers and campaign engines.
+///
+/// Configuration: defaults < --config FILE (TOML) < TIERFLOW_SECTION__KEY environment
+/// variables (e.g. TIERFLOW_KAFKA__BROKERS=kafka:9092) < command-line flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tierflow",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    /// TOML configuration file ([kafka], [topics]; see README).
+    #[arg(long, short = 'c', global = true, env = "TIERFLOW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Kafka bootstrap servers; overrides kafka.brokers from the configuration.
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    pub(crate) brokers: Option<String>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+
+    /// More logging (-v debug, -vv trace). RUST_LOG, when set, wins.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the demo on embedded defaults: an in-process Kafka broker, synthetic users, and
+    /// a consumer group reading them back, with dead letters for malformed records.
+    Demo(DemoArgs),
+    /// Generate a seeded synthetic clickstream (users with latent segments, real funnels,
+    /// daily and weekly rhythm) to JSON lines or a Kafka topic.
+    Generate(GenerateArgs),
+    /// Import a real data set as clickstream events, to JSON lines or a Kafka topic.
+    Import(ImportArgs),
+    /// Create the configured topics that do not exist yet (user_score compacted).
+    Topics,
+    /// Write (or check) the JSON Schemas of every topic contract.
+    Schemas(SchemasArgs),
+}
+
+/// Where events go: JSON lines (a file or stdout) or a Kafka topic.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct OutputArgs {
+    /// Write JSON lines to FILE; `-` is stdout; a name ending in .gz is gzip-compressed.
+    /// Default when --topic is not given: stdout.
+    #[arg(long, short = 'o', value_name = "FILE", conflicts_with = "topic")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Produce to a Kafka topic instead, keyed by user_id. Without a value: the configured
+    /// clickstream topic. The topic is created if it does not exist.
+    #[arg(long, value_name = "TOPIC", num_args = 0..=1, default_missing_value = "")]
+    pub(crate) topic: Option<String>,
+
+    /// Target rate in records per second when producing (0 = as fast as possible).
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 0.0)]
+    pub(crate) rate: f64,
+
+    /// Unacknowledged records allowed in flight when producing (backpressure bound).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GenerateArgs {
+    /// Number of users.
+    #[arg(long, short = 'u', default_value_t = 1_000)]
+    pub(crate) users: u64,
+    /// Days of activity to simulate.
+    #[arg(long, short = 'd', default_value_t = 90)]
+    pub(crate) days: u32,
+    /// Random seed: the same seed and settings give byte-identical output.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Simulation start (event time), RFC 3339.
+    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+    pub(crate) start: String,
+    /// Fraction of events emitted seconds to minutes after later ones.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub(crate) out_of_order: f64,
+    /// Fraction of events emitted hours to days late (offline apps syncing).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub(crate) late: f64,
+    /// Fraction of events sent twice (same event_id).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub(crate) duplicate: f64,
+    /// Fraction of records replaced by malformed bytes (for dead-letter paths).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub(crate) malformed: f64,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub(crate) limit: Option<u64>,
+    /// Also write each user's latent segment (ground truth) as CSV to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) truth: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ImportFormat {
+    /// UCI Online Retail CSV (InvoiceNo,StockCode,...): purchases and refunds per invoice.
+    OnlineRetail,
+    /// Taobao UserBehavior CSV (user,item,category,behavior,ts): views, carts, wishlists, buys.
+    Taobao,
+    /// Any CSV, mapped by a TOML column mapping (--mapping).
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ImportArgs {
+    /// Data set format.
+    #[arg(value_enum)]
+    pub(crate) format: ImportFormat,
+    /// Input file (.gz is decompressed).
+    pub(crate) input: PathBuf,
+    /// Column mapping for --format csv (TOML; see crates/tierflow-data/tests/fixtures/orders_mapping.toml).
+    #[arg(long, value_name = "FILE", required_if_eq("format", "csv"))]
+    pub(crate) mapping: Option<PathBuf>,
+    /// Taobao has no prices: revenue of a purchase = this unit price.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) unit_price: f64,
+    /// Also write the import report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SchemasArgs {
+    /// Directory of the schema files.
+    #[arg(long, default_value = "schemas")]
+    pub(crate) dir: PathBuf,
+    /// Compare instead of write; fail when a file differs from the Rust types.
+    #[arg(long)]
+    pub(crate) check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DemoArgs {
+    /// Synthetic users.
+    #[arg(long, short = 'u', default_value_t = 500)]
+    pub(crate) users: u64,
+    /// Days of activity.
+    #[arg(long, short = 'd', default_value_t = 30)]
+    pub(crate) days: u32,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub(crate) seed: u64,
+    /// Clickstream partitions.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) partitions: i32,
+    /// Consumers in the group (each gets some partitions).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) consumers: usize,
+    /// Producer rate in events per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 20_000.0)]
+    pub(crate) rate: f64,
+    /// Fraction of malformed records mixed in (they go to the dead-letter topic).
+    #[arg(long, default_value_t = 0.005, value_parser = fraction)]
+    pub(crate) malformed: f64,
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a fraction between 0 and 1"))
+    }
+}

@@ -1,0 +1,119 @@
+//! The one configuration loader: defaults, then a TOML file, then `TIERFLOW_SECTION__KEY`
+//! environment variables, then command-line flags — later wins.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use tierflow_stream::{KafkaConfig, TopicSpec};
+
+/// Everything a tierflow process can be told. Unknown keys are errors, not silence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) topics: TopicsConfig,
+}
+
+/// Topic names and their partition count when tierflow creates them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TopicsConfig {
+    pub(crate) clickstream: String,
+    pub(crate) tier_changed: String,
+    pub(crate) campaign_triggered: String,
+    /// Compacted: the latest score per user.
+    pub(crate) user_score: String,
+    pub(crate) dead_letter: String,
+    /// Partitions for topics tierflow creates (the clickstream's bounds consumer parallelism).
+    pub(crate) partitions: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            clickstream: "tierflow.clickstream".into(),
+            tier_changed: "tierflow.tier_changed".into(),
+            campaign_triggered: "tierflow.campaign_triggered".into(),
+            user_score: "tierflow.user_score".into(),
+            dead_letter: "tierflow.dead_letter".into(),
+            partitions: 6,
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Every topic tierflow reads or writes, as it would create them.
+    pub(crate) fn specs(&self) -> Vec<TopicSpec> {
+        vec![
+            TopicSpec::new(&self.clickstream, self.partitions),
+            TopicSpec::new(&self.tier_changed, self.partitions),
+            TopicSpec::new(&self.campaign_triggered, self.partitions),
+            TopicSpec::new(&self.user_score, self.partitions).compacted(),
+            TopicSpec::new(&self.dead_letter, self.partitions),
+        ]
+    }
+}
+
+/// Loads the configuration. `file` must exist when given.
+pub(crate) fn load(file: Option<&Path>) -> Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            bail!("config file {} does not exist", file.display());
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    // Only double-underscore names are configuration (TIERFLOW_KAFKA__BROKERS); single
+    // names such as TIERFLOW_CONFIG belong to the command line.
+    figment = figment.merge(
+        Env::prefixed("TIERFLOW_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__"),
+    );
+    figment.extract().context("invalid configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tierflow.toml",
+                r#"
+                [kafka]
+                brokers = "kafka-1:9092,kafka-2:9092"
+                [kafka.properties]
+                "security.protocol" = "SASL_SSL"
+                [topics]
+                partitions = 12
+                "#,
+            )?;
+            jail.set_env("TIERFLOW_TOPICS__CLICKSTREAM", "shop.clicks");
+            jail.set_env("TIERFLOW_CONFIG", "ignored-here");
+            let config = load(Some(Path::new("tierflow.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+            assert_eq!(config.kafka.properties["security.protocol"], "SASL_SSL");
+            assert_eq!(config.topics.partitions, 12);
+            assert_eq!(config.topics.clickstream, "shop.clicks");
+            assert_eq!(config.topics.dead_letter, "tierflow.dead_letter");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[kafka]\nbrokerz = \"x\"\n")?;
+            let err = load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(format!("{err:#}").contains("brokerz"), "{err:#}");
+            assert!(load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+}
