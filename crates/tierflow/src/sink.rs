@@ -204,7 +204,7 @@ impl Pacer {
         };
         self.sent = self.sent.saturating_add(1);
         // Checking every 64 records keeps timer overhead off the per-record path.
-        if self.sent % 64 == 0 {
+        if self.sent.is_multiple_of(64) {
             tokio::time::sleep_until(self.start + per_record * self.sent).await;
         }
     }

@@ -50,6 +50,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         },
         ..SynthConfig::default()
     };
+    synth_config.validate().context("invalid demo settings")?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

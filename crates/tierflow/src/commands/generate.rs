@@ -52,7 +52,7 @@ pub(crate) async fn run(args: GenerateArgs, config: &Config) -> Result<()> {
 
 fn synth_config(args: &GenerateArgs) -> Result<SynthConfig> {
     let start = EventTime::parse_rfc3339(&args.start).context("--start")?;
-    Ok(SynthConfig {
+    let config = SynthConfig {
         users: args.users,
         seed: args.seed,
         start,
@@ -64,7 +64,9 @@ fn synth_config(args: &GenerateArgs) -> Result<SynthConfig> {
             malformed: args.malformed,
         },
         ..SynthConfig::default()
-    })
+    };
+    config.validate().context("invalid generator settings")?;
+    Ok(config)
 }
 
 /// `user_id,segment` for every user: the latent truth a model should recover.

@@ -79,9 +79,11 @@ fn source(args: &ImportArgs) -> Result<Source> {
 fn report_json(report: &ImportReport) -> serde_json::Value {
     serde_json::json!({
         "rows_read": report.rows_read,
+        "rows_in_events": report.rows_in_events,
         "events": report.events,
         "events_by_type": report.events_by_type.iter().map(|(t, n)| (t.as_str().to_owned(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
         "rejected_rows": report.rejected_rows,
+        "adjusted": report.adjusted,
         "users": report.users,
         "first_ts": report.first_ts.map(|t| t.to_rfc3339()),
         "last_ts": report.last_ts.map(|t| t.to_rfc3339()),
