@@ -1,0 +1,207 @@
+//! The stored form of a user's state: one format-version byte, then a compact bincode image
+//! (times relative to the user's newest event, sparse per-type counts), so a typical active
+//! user fits in well under 1 KiB. Decoding an older format goes through its own wire type and
+//! a migration, so a deploy never has to wipe Redis.
+
+use serde::{Deserialize, Serialize};
+use tierflow_events::{EventTime, EventType};
+
+use crate::spec::LEVELS;
+use crate::state::{Bucket, SessionMark, UserState};
+
+/// Format of the bytes `encode_state` writes.
+pub const STATE_FORMAT_VERSION: u8 = 1;
+
+/// Stored state that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDecodeError {
+    #[error("stored user state is empty")]
+    Empty,
+    #[error("stored user state has format {found}; this build reads up to {STATE_FORMAT_VERSION}")]
+    UnknownFormat { found: u8 },
+    #[error("stored user state (format {format}) is corrupt: {reason}")]
+    Corrupt { format: u8, reason: String },
+}
+
+/// Largest state the decoder accepts: a corrupt length must not allocate gigabytes.
+const MAX_STATE_BYTES: usize = 64 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_STATE_BYTES>()
+}
+
+/// Format 1 on the wire. Times are milliseconds *behind* `newest_ms`, bucket indices are
+/// buckets behind the newest bucket of their level: small numbers, short varints.
+#[derive(Serialize, Deserialize)]
+struct WireV1 {
+    newest_ms: Option<i64>,
+    first_seen_back: u64,
+    levels: [Vec<WireBucket>; LEVELS.len()],
+    recent_ids: Vec<[u8; 8]>,
+    sessions: Vec<(u32, u64, u64)>,
+    purchases_back: Vec<u64>,
+    open_cart_cents: i64,
+    /// `None` when the cart was never touched.
+    cart_back: Option<u64>,
+    applied: Vec<(i32, i64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireBucket {
+    back: u32,
+    /// Bit `i` set = `counts` holds the count of `EventType::ALL[i]`.
+    types: u16,
+    counts: Vec<u32>,
+    revenue_cents: i64,
+    refund_cents: i64,
+    sessions: u32,
+    categories: [u8; 4],
+}
+
+pub fn encode_state(state: &UserState) -> Vec<u8> {
+    let newest = state.newest_ms.unwrap_or(0);
+    let back = |ts: i64| newest.saturating_sub(ts).max(0) as u64;
+    let wire = WireV1 {
+        newest_ms: state.newest_ms,
+        first_seen_back: back(state.first_seen_ms),
+        levels: std::array::from_fn(|l| {
+            let newest_bucket = LEVELS[l].bucket_of(EventTime::from_unix_millis(newest));
+            state.levels[l]
+                .iter()
+                .map(|b| {
+                    let mut types = 0u16;
+                    let mut counts = Vec::new();
+                    for (i, &count) in b.counts.iter().enumerate() {
+                        if count > 0 {
+                            types |= 1 << i;
+                            counts.push(count);
+                        }
+                    }
+                    WireBucket {
+                        back: (newest_bucket - b.index).clamp(0, i64::from(u32::MAX)) as u32,
+                        types,
+                        counts,
+                        revenue_cents: b.revenue_cents,
+                        refund_cents: b.refund_cents,
+                        sessions: b.sessions,
+                        categories: b.categories.to_le_bytes(),
+                    }
+                })
+                .collect()
+        }),
+        recent_ids: state.recent_ids.iter().map(|h| h.to_le_bytes()).collect(),
+        sessions: state
+            .sessions
+            .iter()
+            .map(|s| (s.hash, back(s.first_ms), back(s.last_ms)))
+            .collect(),
+        purchases_back: state.purchases_ms.iter().map(|&t| back(t)).collect(),
+        open_cart_cents: state.open_cart_cents,
+        cart_back: (state.cart_updated_ms != 0).then(|| back(state.cart_updated_ms)),
+        applied: state.applied.clone(),
+    };
+    let mut bytes = Vec::with_capacity(512);
+    bytes.push(STATE_FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(&wire, &mut bytes, config())
+        .expect("user state always encodes into memory");
+    bytes
+}
+
+pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
+    let (&format, body) = bytes.split_first().ok_or(StateDecodeError::Empty)?;
+    match format {
+        STATE_FORMAT_VERSION => {
+            let wire: WireV1 = decode_body(format, body)?;
+            from_v1(wire).map_err(|reason| StateDecodeError::Corrupt { format, reason })
+        }
+        // An older format is decoded with its own wire type and migrated here.
+        found => Err(StateDecodeError::UnknownFormat { found }),
+    }
+}
+
+fn decode_body<T: for<'de> Deserialize<'de>>(
+    format: u8,
+    body: &[u8],
+) -> Result<T, StateDecodeError> {
+    let (value, read) = bincode::serde::decode_from_slice(body, config()).map_err(|e| {
+        StateDecodeError::Corrupt {
+            format,
+            reason: e.to_string(),
+        }
+    })?;
+    if read != body.len() {
+        return Err(StateDecodeError::Corrupt {
+            format,
+            reason: format!("{} trailing bytes", body.len() - read),
+        });
+    }
+    Ok(value)
+}
+
+fn from_v1(wire: WireV1) -> Result<UserState, String> {
+    let newest = wire.newest_ms.unwrap_or(0);
+    let at = |back: u64| -> Result<i64, String> {
+        i64::try_from(back)
+            .ok()
+            .and_then(|b| newest.checked_sub(b))
+            .ok_or_else(|| format!("time offset {back} out of range"))
+    };
+    let mut levels: [Vec<Bucket>; LEVELS.len()] = Default::default();
+    for (l, ring) in wire.levels.into_iter().enumerate() {
+        let newest_bucket = LEVELS[l].bucket_of(EventTime::from_unix_millis(newest));
+        for b in ring {
+            let mut counts = [0u32; EventType::ALL.len()];
+            let mut values = b.counts.into_iter();
+            for (i, slot) in counts.iter_mut().enumerate() {
+                if b.types & (1 << i) != 0 {
+                    *slot = values
+                        .next()
+                        .ok_or("bucket counts shorter than its type mask")?;
+                }
+            }
+            if values.next().is_some() || b.types >> EventType::ALL.len() != 0 {
+                return Err("bucket counts do not match its type mask".into());
+            }
+            levels[l].push(Bucket {
+                index: newest_bucket - i64::from(b.back),
+                counts,
+                revenue_cents: b.revenue_cents,
+                refund_cents: b.refund_cents,
+                sessions: b.sessions,
+                categories: u32::from_le_bytes(b.categories),
+            });
+        }
+    }
+    Ok(UserState {
+        newest_ms: wire.newest_ms,
+        first_seen_ms: at(wire.first_seen_back)?,
+        levels,
+        recent_ids: wire
+            .recent_ids
+            .into_iter()
+            .map(u64::from_le_bytes)
+            .collect(),
+        sessions: wire
+            .sessions
+            .into_iter()
+            .map(|(hash, first, last)| {
+                Ok(SessionMark {
+                    hash,
+                    first_ms: at(first)?,
+                    last_ms: at(last)?,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        purchases_ms: wire
+            .purchases_back
+            .into_iter()
+            .map(at)
+            .collect::<Result<_, _>>()?,
+        open_cart_cents: wire.open_cart_cents,
+        cart_updated_ms: match wire.cart_back {
+            Some(back) => at(back)?,
+            None => 0,
+        },
+        applied: wire.applied,
+    })
+}

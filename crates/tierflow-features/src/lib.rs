@@ -1,0 +1,13 @@
+//! Rolling per-user feature windows in event time, the versioned feature spec, and (soon) the
+//! offline dataset builder. Pure: no I/O, no clock; the same code computes features online
+//! (from Redis state) and offline (from an event log), so both are identical.
+
+pub mod codec;
+pub mod spec;
+pub mod state;
+pub mod vector;
+
+pub use codec::{decode_state, encode_state};
+pub use spec::FeatureSpec;
+pub use state::{Applied, UserState};
+pub use vector::{features, write_features};
