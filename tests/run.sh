@@ -53,9 +53,17 @@ ensure_tansu() {
 
 ensure_redis
 ensure_tansu
+# The real public data sets (importer tests) live in the shared folder beside the checkout;
+# a clone elsewhere finds them at the workplace's fixed location.
+if [ -z "${TIERFLOW_DATA_DIR:-}" ]; then
+  for dir in "$PWD/../shared/data" /work/shared/data; do
+    if [ -f "$dir/online_retail.csv.gz" ]; then export TIERFLOW_DATA_DIR="$dir"; break; fi
+  done
+fi
+[ -n "${TIERFLOW_DATA_DIR:-}" ] || say "warning: real data sets not found (set TIERFLOW_DATA_DIR); the importer tests will say so"
 export TIERFLOW_REDIS_SERVER="${TIERFLOW_REDIS_SERVER:-$(command -v redis-server)}"
 export TIERFLOW_TANSU="${TIERFLOW_TANSU:-$TOOLS/bin/tansu}"
-say "redis-server: $TIERFLOW_REDIS_SERVER; tansu: $TIERFLOW_TANSU"
+say "redis-server: $TIERFLOW_REDIS_SERVER; tansu: $TIERFLOW_TANSU; data: ${TIERFLOW_DATA_DIR:-none}"
 
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --locked --no-fail-fast "$@"
