@@ -3,6 +3,7 @@
 //! (from Redis state) and offline (from an event log), so both are identical.
 
 pub mod codec;
+pub use codec::StateDecodeError;
 pub mod spec;
 pub mod state;
 pub mod vector;

@@ -1,0 +1,68 @@
+//! How to reach Redis and how long state lives there.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tierflow_features::spec::{ALLOWED_LATENESS_MS, HORIZONS, LEVELS};
+
+/// Redis settings. A single `url` is one node; `cluster = true` treats `url` as a
+/// comma-separated list of seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`; with `cluster`, several, comma-separated.
+    pub url: String,
+    pub cluster: bool,
+    /// Keys are `{key_prefix}:u:{user_id}`.
+    pub key_prefix: String,
+    /// State expires this long after its last write, so users who go quiet clean up after
+    /// themselves. Default: the longest window plus the allowed lateness plus a day.
+    pub state_ttl_secs: u64,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+    /// Attempts after the first for a retriable failure, with doubling backoff.
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            cluster: false,
+            key_prefix: "tierflow".into(),
+            state_ttl_secs: default_ttl().as_secs(),
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 2_000,
+            retries: 5,
+            retry_backoff_ms: 50,
+        }
+    }
+}
+
+/// Longest window + allowed lateness + one day of margin.
+pub fn default_ttl() -> Duration {
+    let longest = HORIZONS
+        .iter()
+        .map(|h| LEVELS[h.level].bucket_ms * h.buckets)
+        .max()
+        .unwrap_or(0);
+    Duration::from_millis((longest + ALLOWED_LATENESS_MS + 86_400_000) as u64)
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn state_key(&self, user: &str) -> String {
+        format!("{}:u:{user}", self.key_prefix)
+    }
+
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.state_ttl_secs)
+    }
+}

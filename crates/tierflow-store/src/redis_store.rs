@@ -1,0 +1,165 @@
+//! Redis behind [`StateStore`]: pipelined GETs to load, pipelined `SET .. PX` to store, one
+//! round trip each (one per node on a Cluster), with timeouts and retries with backoff.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{ErrorKind, RedisError};
+use tierflow_features::{UserState, decode_state, encode_state};
+
+use crate::config::RedisConfig;
+use crate::{Loaded, StateStore, StoreError};
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// State in Redis. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    config: RedisConfig,
+    round_trips: std::sync::Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.config.cluster)
+            .field("key_prefix", &self.config.key_prefix)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let response_timeout = Duration::from_millis(config.response_timeout_ms);
+        let connection = if config.cluster {
+            let nodes: Vec<&str> = config.url.split(',').map(str::trim).collect();
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(connect_timeout)
+                .response_timeout(response_timeout)
+                .retries(config.retries)
+                .build()
+                .map_err(|e| StoreError::Fatal(format!("redis cluster config: {e}")))?;
+            Connection::Cluster(client.get_async_connection().await.map_err(classify)?)
+        } else {
+            let client = redis::Client::open(config.url.as_str())
+                .map_err(|e| StoreError::Fatal(format!("redis url {:?}: {e}", config.url)))?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(response_timeout));
+            Connection::Single(
+                ConnectionManager::new_with_config(client, manager_config)
+                    .await
+                    .map_err(classify)?,
+            )
+        };
+        Ok(Self {
+            connection,
+            config,
+            round_trips: Default::default(),
+        })
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// Runs one pipeline, retrying retriable failures with doubling backoff.
+    async fn run<T: redis::FromRedisValue + Send>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut backoff = Duration::from_millis(self.config.retry_backoff_ms);
+        let mut attempt = 0;
+        loop {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            let result = match &self.connection {
+                Connection::Single(c) => pipeline.query_async(&mut c.clone()).await,
+                Connection::Cluster(c) => pipeline.query_async(&mut c.clone()).await,
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    let error = classify(e);
+                    if !error.is_retriable() || attempt >= self.config.retries {
+                        return Err(error);
+                    }
+                    attempt += 1;
+                    tracing::warn!(%error, attempt, ?backoff, "redis operation failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+fn classify(e: RedisError) -> StoreError {
+    let retriable = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                redis::ServerErrorKind::BusyLoading
+                    | redis::ServerErrorKind::TryAgain
+                    | redis::ServerErrorKind::ClusterDown
+                    | redis::ServerErrorKind::MasterDown
+            )
+        );
+    if retriable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Fatal(e.to_string())
+    }
+}
+
+impl StateStore for RedisStore {
+    async fn load(&self, users: &[&str]) -> Result<Vec<Loaded>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipeline = redis::pipe();
+        for user in users {
+            pipeline.get(self.config.state_key(user));
+        }
+        let values: Vec<Option<Vec<u8>>> = self.run(&pipeline).await?;
+        Ok(values
+            .into_iter()
+            .map(|value| value.map(|bytes| decode_state(&bytes)).transpose())
+            .collect())
+    }
+
+    async fn store(&self, states: &[(&str, &UserState)]) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let ttl_ms = self.config.ttl().as_millis() as u64;
+        let mut pipeline = redis::pipe();
+        for (user, state) in states {
+            pipeline
+                .cmd("SET")
+                .arg(self.config.state_key(user))
+                .arg(encode_state(state))
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+        let () = self.run(&pipeline).await?;
+        Ok(())
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,220 @@
+//! The Redis store against a real redis-server from the testkit: batches cost one round trip
+//! each way, replays are idempotent, state expires by TTL, and the in-memory store behaves
+//! the same.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use tierflow_events::{ClickEvent, EventTime, EventType};
+use tierflow_features::UserState;
+use tierflow_store::{
+    EventOutcome, MemoryStore, RedisConfig, RedisStore, SourceEvent, StateStore, apply_batch,
+};
+use tierflow_testkit::{redis, unique_name};
+
+const T0: i64 = 1_767_225_600_000;
+
+fn event(user: usize, n: usize, kind: EventType) -> ClickEvent {
+    ClickEvent {
+        schema_version: 1,
+        event_id: format!("e{user}-{n}"),
+        user_id: format!("u{user}"),
+        event_type: kind,
+        ts: EventTime::from_unix_millis(T0 + (n as i64) * 60_000),
+        session_id: format!("s{user}"),
+        product_id: None,
+        category: Some("shoes".into()),
+        price: Some(10.0),
+        quantity: Some(1),
+        currency: Some("EUR".into()),
+        order_id: None,
+        revenue: kind.requires_revenue().then_some(25.0),
+        channel: None,
+        device: None,
+    }
+}
+
+async fn store_with_prefix() -> Result<RedisStore> {
+    let mut config = RedisConfig::new(redis().url());
+    config.key_prefix = unique_name("tf");
+    Ok(RedisStore::connect(config).await?)
+}
+
+/// 1,000 users × 3 events on one partition.
+fn batch() -> Vec<ClickEvent> {
+    (0..3)
+        .flat_map(|n| {
+            (0..1_000).map(move |u| {
+                event(
+                    u,
+                    n,
+                    if n == 2 {
+                        EventType::Purchase
+                    } else {
+                        EventType::ProductView
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+fn sourced(events: &[ClickEvent]) -> Vec<SourceEvent<'_>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| SourceEvent {
+            partition: 0,
+            offset: offset as i64,
+            event,
+        })
+        .collect()
+}
+
+async fn batches_cost_one_round_trip_each_way<S: StateStore>(store: &S) -> Result<()> {
+    let events = batch();
+    let before = store.round_trips();
+    let outcome = apply_batch(store, &sourced(&events)).await?;
+    ensure!(
+        store.round_trips() - before == 2,
+        "a batch of 1,000 users took {} round trips",
+        store.round_trips() - before
+    );
+    ensure!(outcome.outcomes.iter().all(|o| *o == EventOutcome::Applied));
+    ensure!(outcome.updated.len() == 1_000);
+
+    let users: Vec<String> = (0..1_000)
+        .map(|u| format!("u{u}"))
+        .chain(["nobody".into()])
+        .collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let loaded = store.load(&names).await?;
+    for ((user, state), loaded) in outcome.updated.iter().zip(&loaded) {
+        ensure!(
+            loaded.as_ref().ok() == Some(&Some(state.clone())),
+            "{user} differs"
+        );
+    }
+    ensure!(
+        matches!(loaded.last(), Some(Ok(None))),
+        "unknown users load as absent"
+    );
+    Ok(())
+}
+
+async fn replays_are_idempotent<S: StateStore>(store: &S) -> Result<()> {
+    let events = batch();
+    let first = apply_batch(store, &sourced(&events)).await?;
+    // The same records again (a crash before the commit): nothing changes.
+    let replay = apply_batch(store, &sourced(&events)).await?;
+    ensure!(replay.outcomes.iter().all(|o| *o == EventOutcome::Replayed));
+    let names: Vec<&str> = first.updated.iter().map(|(u, _)| u.as_str()).collect();
+    let loaded = store.load(&names).await?;
+    for ((_, state), loaded) in first.updated.iter().zip(loaded) {
+        ensure!(loaded? == Some(state.clone()));
+    }
+    // A new record with the same event id at a new offset is a duplicate, not a replay.
+    let again = [event(7, 0, EventType::ProductView)];
+    let dup = apply_batch(
+        store,
+        &[SourceEvent {
+            partition: 0,
+            offset: 10_000,
+            event: &again[0],
+        }],
+    )
+    .await?;
+    ensure!(dup.outcomes == [EventOutcome::Duplicate]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_batches_cost_one_round_trip_each_way() -> Result<()> {
+    batches_cost_one_round_trip_each_way(&store_with_prefix().await?).await
+}
+
+#[tokio::test]
+async fn memory_batches_cost_one_round_trip_each_way() -> Result<()> {
+    batches_cost_one_round_trip_each_way(&MemoryStore::new()).await
+}
+
+#[tokio::test]
+async fn redis_replays_are_idempotent() -> Result<()> {
+    replays_are_idempotent(&store_with_prefix().await?).await
+}
+
+#[tokio::test]
+async fn memory_replays_are_idempotent() -> Result<()> {
+    replays_are_idempotent(&MemoryStore::new()).await
+}
+
+#[tokio::test]
+async fn state_expires_after_its_ttl() -> Result<()> {
+    let mut config = RedisConfig::new(redis().url());
+    config.key_prefix = unique_name("ttl");
+    config.state_ttl_secs = 1;
+    let store = RedisStore::connect(config.clone()).await?;
+    store.store(&[("quiet", &UserState::default())]).await?;
+    let client = ::redis::Client::open(redis().url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(config.state_key("quiet"))
+        .query_async(&mut conn)
+        .await?;
+    ensure!((1..=1_000).contains(&pttl), "PTTL {pttl}");
+    // Wait for the condition (expiry), not for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if matches!(store.load(&["quiet"]).await?.as_slice(), [Ok(None)]) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "state outlived its TTL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn default_ttl_covers_the_longest_window_plus_lateness() {
+    let ttl = tierflow_store::default_ttl();
+    assert_eq!(ttl, Duration::from_secs((90 + 7 + 1) * 86_400));
+}
+
+#[tokio::test]
+async fn corrupt_state_is_poison_for_that_user_only() -> Result<()> {
+    let store = store_with_prefix().await?;
+    let client = ::redis::Client::open(redis().url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let () = ::redis::cmd("SET")
+        .arg(store.config().state_key("u1"))
+        .arg(b"\x09garbage".as_slice())
+        .query_async(&mut conn)
+        .await?;
+    let events = [
+        event(1, 0, EventType::PageView),
+        event(2, 0, EventType::PageView),
+    ];
+    let outcome = apply_batch(&store, &sourced(&events)).await?;
+    ensure!(
+        matches!(outcome.outcomes[0], EventOutcome::CorruptState(ref r) if r.contains("format 9"))
+    );
+    ensure!(outcome.outcomes[1] == EventOutcome::Applied);
+    // The unreadable state is left for an operator, not overwritten.
+    let raw: Vec<u8> = ::redis::cmd("GET")
+        .arg(store.config().state_key("u1"))
+        .query_async(&mut conn)
+        .await?;
+    ensure!(raw == b"\x09garbage");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_retriable_error() -> Result<()> {
+    let mut config = RedisConfig::new("redis://127.0.0.1:1/");
+    config.connect_timeout_ms = 200;
+    config.retries = 1;
+    let err = RedisStore::connect(config)
+        .await
+        .expect_err("nothing listens on port 1");
+    ensure!(err.is_retriable(), "{err}");
+    Ok(())
+}
