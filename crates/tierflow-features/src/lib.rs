@@ -1,8 +1,9 @@
-//! Rolling per-user feature windows in event time, the versioned feature spec, and (soon) the
-//! offline dataset builder. Pure: no I/O, no clock; the same code computes features online
+//! Rolling per-user feature windows in event time, the versioned feature spec, and the offline
+//! dataset builder. Pure: no I/O, no clock; the same code computes features online
 //! (from Redis state) and offline (from an event log), so both are identical.
 
 pub mod codec;
+pub mod dataset;
 pub use codec::StateDecodeError;
 pub mod spec;
 pub mod state;

@@ -89,6 +89,11 @@ pub const HORIZONS: [Horizon; 5] = [
 /// bounded, so much later arrivals could not be told apart from duplicates.
 pub const ALLOWED_LATENESS_MS: i64 = 7 * DAY;
 
+/// How long a user's state lives after their newest event: the longest window, plus the
+/// allowed lateness, plus a day of margin. The store's TTL; the offline builder leaves out
+/// users whose state would have expired.
+pub const STATE_RETENTION_MS: i64 = 90 * DAY + ALLOWED_LATENESS_MS + DAY;
+
 /// Event ids remembered per user for dedupe.
 pub const DEDUPE_MEMORY: usize = 16;
 /// Sessions remembered per user (distinct-session counting and session lengths).
@@ -232,6 +237,12 @@ mod tests {
             );
         }
         assert!(ALLOWED_LATENESS_MS < LEVELS[3].bucket_ms * LEVELS[3].buckets);
+        let longest = HORIZONS
+            .iter()
+            .map(|h| LEVELS[h.level].bucket_ms * h.buckets)
+            .max()
+            .unwrap();
+        assert!(STATE_RETENTION_MS >= longest + ALLOWED_LATENESS_MS);
     }
 
     #[test]

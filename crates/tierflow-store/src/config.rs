@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tierflow_features::spec::{ALLOWED_LATENESS_MS, HORIZONS, LEVELS};
+use tierflow_features::spec::STATE_RETENTION_MS;
 
 /// Redis settings. A single `url` is one node; `cluster = true` treats `url` as a
 /// comma-separated list of seed nodes of a Redis Cluster.
@@ -40,14 +40,9 @@ impl Default for RedisConfig {
     }
 }
 
-/// Longest window + allowed lateness + one day of margin.
+/// Longest window + allowed lateness + one day of margin (`STATE_RETENTION_MS`).
 pub fn default_ttl() -> Duration {
-    let longest = HORIZONS
-        .iter()
-        .map(|h| LEVELS[h.level].bucket_ms * h.buckets)
-        .max()
-        .unwrap_or(0);
-    Duration::from_millis((longest + ALLOWED_LATENESS_MS + 86_400_000) as u64)
+    Duration::from_millis(STATE_RETENTION_MS as u64)
 }
 
 impl RedisConfig {

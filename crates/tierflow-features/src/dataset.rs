@@ -1,0 +1,157 @@
+//! Offline, point-in-time training data: feature vectors at chosen cutoffs built only from
+//! events at or before each cutoff (in log order, through the same `UserState::apply` the
+//! online path uses), labelled with what each user did in the following horizon.
+
+use std::collections::{HashMap, HashSet};
+
+use tierflow_events::{ClickEvent, EventTime, EventType};
+
+use crate::spec::{STATE_RETENTION_MS, fnv1a};
+use crate::state::{Applied, UserState, to_cents};
+use crate::vector::features;
+
+/// What a user did in `(cutoff, cutoff + horizon]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Label {
+    /// Purchases minus refunds, in currency units.
+    pub future_spend: f64,
+    pub future_orders: u32,
+    /// At least one purchase in the horizon (its absence is churn).
+    pub purchased: bool,
+}
+
+/// One training example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub user_id: String,
+    pub cutoff: EventTime,
+    pub features: Vec<f32>,
+    pub label: Label,
+}
+
+/// Counts of what the builder saw, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    pub events: u64,
+    /// Applications skipped as duplicates (summed over cutoffs).
+    pub duplicates: u64,
+    /// Applications refused as too late (summed over cutoffs).
+    pub too_late: u64,
+    /// Users left out at a cutoff because their state would have expired online.
+    pub expired_users: u64,
+}
+
+struct Cutoff {
+    at: EventTime,
+    states: HashMap<String, UserState>,
+    labels: HashMap<String, LabelSums>,
+    label_ids: HashSet<u64>,
+}
+
+#[derive(Default)]
+struct LabelSums {
+    spend_cents: i64,
+    orders: u32,
+}
+
+/// Builds a dataset in one pass over an event log, for several cutoffs at once. Memory is
+/// one state per user per cutoff.
+pub struct DatasetBuilder {
+    cutoffs: Vec<Cutoff>,
+    horizon_ms: i64,
+    stats: BuildStats,
+}
+
+impl std::fmt::Debug for DatasetBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetBuilder")
+            .field(
+                "cutoffs",
+                &self.cutoffs.iter().map(|c| c.at).collect::<Vec<_>>(),
+            )
+            .field("horizon_ms", &self.horizon_ms)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl DatasetBuilder {
+    pub fn new(cutoffs: &[EventTime], label_horizon_ms: i64) -> Self {
+        let mut sorted = cutoffs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        Self {
+            cutoffs: sorted
+                .into_iter()
+                .map(|at| Cutoff {
+                    at,
+                    states: HashMap::new(),
+                    labels: HashMap::new(),
+                    label_ids: HashSet::new(),
+                })
+                .collect(),
+            horizon_ms: label_horizon_ms,
+            stats: BuildStats::default(),
+        }
+    }
+
+    /// Feeds the next event of the log (log order = arrival order).
+    pub fn push(&mut self, event: &ClickEvent) {
+        self.stats.events += 1;
+        for cutoff in &mut self.cutoffs {
+            if event.ts <= cutoff.at {
+                let state = cutoff.states.entry(event.user_id.clone()).or_default();
+                match state.apply(event) {
+                    Applied::Updated => {}
+                    Applied::Duplicate => self.stats.duplicates += 1,
+                    Applied::TooLate { .. } => self.stats.too_late += 1,
+                }
+            } else if event.ts.unix_millis() <= cutoff.at.unix_millis() + self.horizon_ms {
+                let sign = match event.event_type {
+                    EventType::Purchase => 1,
+                    EventType::Refund => -1,
+                    _ => continue,
+                };
+                if !cutoff.label_ids.insert(fnv1a(event.event_id.as_bytes())) {
+                    continue; // a duplicate must not count twice in a label either
+                }
+                let sums = cutoff.labels.entry(event.user_id.clone()).or_default();
+                sums.spend_cents += sign * to_cents(event.revenue.unwrap_or(0.0));
+                if sign > 0 {
+                    sums.orders += 1;
+                }
+            }
+        }
+    }
+
+    /// Rows for every user known at each cutoff whose state would still be alive online,
+    /// sorted by cutoff then user.
+    pub fn finish(mut self) -> (Vec<Row>, BuildStats) {
+        let mut rows = Vec::new();
+        for cutoff in &self.cutoffs {
+            let mut users: Vec<&String> = cutoff.states.keys().collect();
+            users.sort_unstable();
+            for user in users {
+                let state = &cutoff.states[user];
+                let newest = state.newest_ms.unwrap_or(i64::MIN);
+                if cutoff.at.unix_millis().saturating_sub(newest) > STATE_RETENTION_MS {
+                    self.stats.expired_users += 1;
+                    continue;
+                }
+                let sums = cutoff.labels.get(user);
+                let label = Label {
+                    future_spend: sums.map_or(0.0, |s| s.spend_cents as f64 / 100.0),
+                    future_orders: sums.map_or(0, |s| s.orders),
+                    purchased: sums.is_some_and(|s| s.orders > 0),
+                };
+                rows.push(Row {
+                    user_id: user.clone(),
+                    cutoff: cutoff.at,
+                    features: features(state, cutoff.at),
+                    label,
+                });
+            }
+        }
+        (rows, self.stats)
+    }
+}
