@@ -331,3 +331,84 @@ fn demo_runs_on_embedded_defaults() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn features_command_writes_the_offline_dataset() -> Result<()> {
+    use tierflow_features::FeatureSpec;
+    use tierflow_features::dataset::DatasetBuilder;
+    let dir = tempfile::tempdir()?;
+    let events = dir.path().join("events.jsonl");
+    let dataset = dir.path().join("dataset.csv");
+    ok(tierflow(&[
+        "generate",
+        "--users",
+        "80",
+        "--days",
+        "60",
+        "--seed",
+        "4",
+        "--duplicate",
+        "0.02",
+        "--malformed",
+        "0.01",
+        "--output",
+        events.to_str().unwrap(),
+    ])?)?;
+    ok(tierflow(&[
+        "features",
+        "--events",
+        events.to_str().unwrap(),
+        "--cutoff",
+        "2026-01-31T00:00:00Z",
+        "--horizon-days",
+        "29",
+        "--output",
+        dataset.to_str().unwrap(),
+    ])?)?;
+
+    // The same log through the library: the CSV must hold exactly these rows, bit for bit.
+    let cutoff = EventTime::parse_rfc3339("2026-01-31T00:00:00Z")?;
+    let mut builder = DatasetBuilder::new(&[cutoff], 29 * EventTime::MILLIS_PER_DAY);
+    for line in std::fs::read(&events)?.split(|&b| b == b'\n') {
+        if let Ok(event) = tierflow_events::ClickEvent::from_json(line) {
+            builder.push(&event);
+        }
+    }
+    let (rows, _) = builder.finish();
+    let spec = FeatureSpec::current();
+    let mut reader = csv::Reader::from_path(&dataset)?;
+    let header: Vec<String> = reader.headers()?.iter().map(String::from).collect();
+    ensure!(
+        header[2..2 + spec.len()] == *spec.names(),
+        "CSV columns differ from the spec"
+    );
+    let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>()?;
+    ensure!(
+        records.len() == rows.len() && rows.len() > 50,
+        "{} vs {}",
+        records.len(),
+        rows.len()
+    );
+    for (record, row) in records.iter().zip(&rows) {
+        ensure!(record[0] == row.user_id);
+        for (i, value) in row.features.iter().enumerate() {
+            let text: f32 = record[2 + i].parse()?;
+            ensure!(
+                text.to_bits() == value.to_bits(),
+                "{} {}",
+                row.user_id,
+                spec.names()[i]
+            );
+        }
+        ensure!(record[2 + spec.len() + 2] == *if row.label.purchased { "1" } else { "0" });
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("dataset.meta.json"))?)?;
+    ensure!(meta["feature_spec"] == spec.id());
+    ensure!(
+        meta["invalid_lines"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    );
+    Ok(())
+}

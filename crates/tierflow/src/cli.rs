@@ -50,6 +50,9 @@ pub(crate) enum Command {
     Generate(GenerateArgs),
     /// Import a real data set as clickstream events, to JSON lines or a Kafka topic.
     Import(ImportArgs),
+    /// Build point-in-time training data from an event log: feature vectors at each cutoff
+    /// from events at or before it, labelled with the following horizon's spend and orders.
+    Features(FeaturesArgs),
     /// Create the configured topics that do not exist yet (user_score compacted).
     Topics,
     /// Write (or check) the JSON Schemas of every topic contract.
@@ -142,6 +145,23 @@ pub(crate) struct ImportArgs {
     pub(crate) report: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FeaturesArgs {
+    /// Event log: JSON lines from `generate` or `import` (.gz is decompressed; `-` is stdin).
+    #[arg(long, short = 'e', value_name = "FILE")]
+    pub(crate) events: PathBuf,
+    /// Cutoff time (RFC 3339); repeat for several. Each user known at a cutoff gives one row.
+    #[arg(long = "cutoff", value_name = "TIME", required = true)]
+    pub(crate) cutoffs: Vec<String>,
+    /// Label horizon after each cutoff, in days.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) horizon_days: u32,
+    /// Output CSV: user_id, cutoff, every feature of the spec, future_spend, future_orders,
+    /// purchased. A FILE.meta.json beside it records the feature spec id and the counts.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

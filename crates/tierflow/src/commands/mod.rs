@@ -1,6 +1,7 @@
 //! One module per command; `run` dispatches.
 
 mod demo;
+mod features;
 mod generate;
 mod import;
 mod schemas;
@@ -19,6 +20,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Generate(args) => generate::run(args, &config).await,
         Command::Import(args) => import::run(args, &config).await,
+        Command::Features(args) => features::run(args).await,
         Command::Topics => topics(&config).await,
         Command::Schemas(args) => schemas::run(&args),
     }
