@@ -1,6 +1,9 @@
-//! Redis behind [`StateStore`]: pipelined GETs to load, pipelined `SET .. PX` to store, one
-//! round trip each (one per node on a Cluster), with timeouts and retries with backoff.
+//! Redis behind [`StateStore`]: one `MGET` to load (split per node on a Cluster), pipelined
+//! `SET .. PX` to store (on a Cluster, where a pipeline may not cross slots, the same
+//! commands sent concurrently over the multiplexed connection): one round trip each way,
+//! with timeouts and retries with backoff.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -72,20 +75,18 @@ impl RedisStore {
         &self.config
     }
 
-    /// Runs one pipeline, retrying retriable failures with doubling backoff.
-    async fn run<T: redis::FromRedisValue + Send>(
-        &self,
-        pipeline: &redis::Pipeline,
-    ) -> Result<T, StoreError> {
+    /// Runs one request (a command or a pipeline), retrying retriable failures with
+    /// doubling backoff. Each attempt is one round trip.
+    async fn run<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let mut backoff = Duration::from_millis(self.config.retry_backoff_ms);
         let mut attempt = 0;
         loop {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
-            let result = match &self.connection {
-                Connection::Single(c) => pipeline.query_async(&mut c.clone()).await,
-                Connection::Cluster(c) => pipeline.query_async(&mut c.clone()).await,
-            };
-            match result {
+            match request(self.connection.clone()).await {
                 Ok(value) => return Ok(value),
                 Err(e) => {
                     let error = classify(e);
@@ -99,6 +100,16 @@ impl RedisStore {
                 }
             }
         }
+    }
+}
+
+async fn query<T: redis::FromRedisValue>(
+    command: &redis::Cmd,
+    connection: Connection,
+) -> redis::RedisResult<T> {
+    match connection {
+        Connection::Single(mut c) => command.query_async(&mut c).await,
+        Connection::Cluster(mut c) => command.query_async(&mut c).await,
     }
 }
 
@@ -129,11 +140,11 @@ impl StateStore for RedisStore {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipeline = redis::pipe();
+        let mut mget = redis::cmd("MGET");
         for user in users {
-            pipeline.get(self.config.state_key(user));
+            mget.arg(self.config.state_key(user));
         }
-        let values: Vec<Option<Vec<u8>>> = self.run(&pipeline).await?;
+        let values: Vec<Option<Vec<u8>>> = self.run(|c| query(&mget, c)).await?;
         Ok(values
             .into_iter()
             .map(|value| value.map(|bytes| decode_state(&bytes)).transpose())
@@ -145,18 +156,38 @@ impl StateStore for RedisStore {
             return Ok(());
         }
         let ttl_ms = self.config.ttl().as_millis() as u64;
-        let mut pipeline = redis::pipe();
-        for (user, state) in states {
-            pipeline
-                .cmd("SET")
-                .arg(self.config.state_key(user))
-                .arg(encode_state(state))
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore();
-        }
-        let () = self.run(&pipeline).await?;
-        Ok(())
+        let sets: Vec<redis::Cmd> = states
+            .iter()
+            .map(|(user, state)| {
+                let mut set = redis::cmd("SET");
+                set.arg(self.config.state_key(user))
+                    .arg(encode_state(state))
+                    .arg("PX")
+                    .arg(ttl_ms);
+                set
+            })
+            .collect();
+        self.run(|connection| {
+            let sets = &sets;
+            async move {
+                match connection {
+                    Connection::Single(mut c) => {
+                        let mut pipeline = redis::pipe();
+                        for set in sets {
+                            pipeline.add_command(set.clone()).ignore();
+                        }
+                        pipeline.query_async::<()>(&mut c).await
+                    }
+                    Connection::Cluster(c) => futures_util::future::try_join_all(
+                        sets.iter()
+                            .map(|set| query::<()>(set, Connection::Cluster(c.clone()))),
+                    )
+                    .await
+                    .map(|_| ()),
+                }
+            }
+        })
+        .await
     }
 
     fn round_trips(&self) -> u64 {

@@ -218,3 +218,24 @@ async fn an_unreachable_redis_is_a_retriable_error() -> Result<()> {
     ensure!(err.is_retriable(), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_holds_a_batch_across_slots_in_one_round_trip_per_operation() -> Result<()>
+{
+    let cluster = tokio::task::spawn_blocking(tierflow_testkit::RedisCluster::start).await??;
+    let mut config = RedisConfig::new(cluster.urls());
+    config.cluster = true;
+    config.key_prefix = unique_name("cluster");
+    let store = RedisStore::connect(config.clone()).await?;
+    // 1,000 users spread over all three masters' slots.
+    batches_cost_one_round_trip_each_way(&store).await?;
+    replays_are_idempotent(&store).await?;
+    // Every master holds some of the users: the keys really are spread.
+    for port in cluster.ports() {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let keys: i64 = ::redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        ensure!(keys > 100, "master on {port} holds only {keys} keys");
+    }
+    Ok(())
+}

@@ -6,9 +6,11 @@
 //! The binaries are found through `TIERFLOW_REDIS_SERVER` / `TIERFLOW_TANSU`, then `PATH`,
 //! then `~/.cache/tierflow/bin` (where `tests/run.sh` installs tansu).
 
+mod cluster;
 mod process;
 mod services;
 
+pub use cluster::RedisCluster;
 pub use process::{Service, find_binary};
 pub use services::{Broker, BrokerStorage, RedisServer};
 
