@@ -57,7 +57,11 @@ impl RedisStore {
                 .map_err(|e| StoreError::Fatal(format!("redis url {:?}: {e}", config.url)))?;
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(Some(response_timeout));
+                .set_response_timeout(Some(response_timeout))
+                // Reconnects follow the same budget as our own retries.
+                .set_number_of_retries(config.retries as usize)
+                .set_min_delay(Duration::from_millis(config.retry_backoff_ms))
+                .set_max_delay(Duration::from_secs(2));
             Connection::Single(
                 ConnectionManager::new_with_config(client, manager_config)
                     .await

@@ -239,3 +239,27 @@ async fn a_redis_cluster_holds_a_batch_across_slots_in_one_round_trip_per_operat
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn auth_by_url_works_and_a_wrong_password_is_fatal() -> Result<()> {
+    let server = tokio::task::spawn_blocking(|| {
+        tierflow_testkit::RedisServer::start_with_password("s3cret")
+    })
+    .await??;
+    let store = RedisStore::connect(RedisConfig::new(server.url())).await?;
+    store.store(&[("u1", &UserState::default())]).await?;
+    ensure!(matches!(
+        store.load(&["u1"]).await?.as_slice(),
+        [Ok(Some(_))]
+    ));
+
+    let wrong = server.url().replace("s3cret", "wrong");
+    let err = RedisStore::connect(RedisConfig::new(wrong))
+        .await
+        .expect_err("bad password");
+    ensure!(
+        !err.is_retriable(),
+        "a wrong password must not be retried forever: {err}"
+    );
+    Ok(())
+}

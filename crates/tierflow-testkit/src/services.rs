@@ -16,11 +16,23 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct RedisServer {
     service: Service,
+    password: Option<String>,
     _dir: TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> Result<Self> {
+        Self::start_with_args(&[])
+    }
+
+    /// A server that requires `password` (AUTH); its `url()` carries the password.
+    pub fn start_with_password(password: &str) -> Result<Self> {
+        let mut server = Self::start_with_args(&["--requirepass", password])?;
+        server.password = Some(password.to_owned());
+        Ok(server)
+    }
+
+    fn start_with_args(extra: &[&str]) -> Result<Self> {
         let binary = find_binary("redis-server", "TIERFLOW_REDIS_SERVER")?;
         let dir = tempfile::tempdir().context("creating redis dir")?;
         let mut last_error = None;
@@ -33,6 +45,7 @@ impl RedisServer {
                 .args(["--save", ""])
                 .args(["--appendonly", "no"])
                 .args(["--protected-mode", "no"])
+                .args(extra)
                 .arg("--dir")
                 .arg(dir.path());
             match Service::spawn(
@@ -40,19 +53,31 @@ impl RedisServer {
                 command,
                 port,
                 dir.path().join(format!("redis-{port}.log")),
-                |addr| answers(addr, b"PING\r\n", b"+PONG"),
+                // With a password, PING answers -NOAUTH: still proof the server is up.
+                |addr| {
+                    answers(addr, b"PING\r\n", b"+PONG") || answers(addr, b"PING\r\n", b"-NOAUTH")
+                },
                 READY_TIMEOUT,
             ) {
-                Ok(service) => return Ok(Self { service, _dir: dir }),
+                Ok(service) => {
+                    return Ok(Self {
+                        service,
+                        password: None,
+                        _dir: dir,
+                    });
+                }
                 Err(e) => last_error = Some(e),
             }
         }
         Err(last_error.expect("at least one attempt"))
     }
 
-    /// `redis://127.0.0.1:PORT/`
+    /// `redis://127.0.0.1:PORT/`, or `redis://:PASSWORD@127.0.0.1:PORT/` with a password.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.service.port())
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.service.port()),
+            None => format!("redis://127.0.0.1:{}/", self.service.port()),
+        }
     }
 
     pub fn port(&self) -> u16 {
