@@ -18,6 +18,9 @@ pub struct Label {
     pub future_orders: u32,
     /// At least one purchase in the horizon (its absence is churn).
     pub purchased: bool,
+    /// Value tier of `future_spend` under the builder's tier thresholds, if it has any:
+    /// the number of thresholds the spend reaches (0 = lowest tier).
+    pub future_tier: Option<u8>,
 }
 
 /// One training example.
@@ -59,6 +62,7 @@ struct LabelSums {
 pub struct DatasetBuilder {
     cutoffs: Vec<Cutoff>,
     horizon_ms: i64,
+    tier_thresholds: Vec<f64>,
     stats: BuildStats,
 }
 
@@ -91,8 +95,18 @@ impl DatasetBuilder {
                 })
                 .collect(),
             horizon_ms: label_horizon_ms,
+            tier_thresholds: Vec::new(),
             stats: BuildStats::default(),
         }
+    }
+
+    /// Business tier thresholds on future spend (ascending), e.g. `[1.0, 100.0, 500.0]` gives
+    /// four tiers. Without them, `Label::future_tier` is `None` (the model fits its own).
+    pub fn with_tier_thresholds(mut self, mut thresholds: Vec<f64>) -> Self {
+        thresholds.retain(|t| t.is_finite());
+        thresholds.sort_by(f64::total_cmp);
+        self.tier_thresholds = thresholds;
+        self
     }
 
     /// Feeds the next event of the log (log order = arrival order).
@@ -139,10 +153,19 @@ impl DatasetBuilder {
                     continue;
                 }
                 let sums = cutoff.labels.get(user);
+                let future_spend = sums.map_or(0.0, |s| s.spend_cents as f64 / 100.0);
+                let future_tier = (!self.tier_thresholds.is_empty()).then(|| {
+                    self.tier_thresholds
+                        .iter()
+                        .filter(|t| future_spend >= **t)
+                        .count()
+                        .min(usize::from(u8::MAX)) as u8
+                });
                 let label = Label {
-                    future_spend: sums.map_or(0.0, |s| s.spend_cents as f64 / 100.0),
+                    future_spend,
                     future_orders: sums.map_or(0, |s| s.orders),
                     purchased: sums.is_some_and(|s| s.orders > 0),
+                    future_tier,
                 };
                 rows.push(Row {
                     user_id: user.clone(),

@@ -327,3 +327,36 @@ fn typical_active_user_state_is_small() {
     let bytes = encode_state(&state).len();
     assert!(bytes <= 1_024, "typical active user state is {bytes} bytes");
 }
+
+#[test]
+fn dataset_labels_come_from_the_following_horizon_only() {
+    use tierflow_features::dataset::DatasetBuilder;
+    let cutoff = EventTime::from_unix_millis(T0 + 10 * DAY);
+    let mut builder =
+        DatasetBuilder::new(&[cutoff], 30 * DAY).with_tier_thresholds(vec![100.0, 1.0]);
+    let log = [
+        event(1, T0, EventType::Purchase, 5_000, 1, 1), // feature, not label
+        event(2, T0 + 11 * DAY, EventType::Purchase, 20_000, 1, 2), // label
+        event(2, T0 + 11 * DAY, EventType::Purchase, 20_000, 1, 2), // duplicate: once
+        event(3, T0 + 12 * DAY, EventType::Refund, 2_500, 1, 2), // label, negative
+        event(4, T0 + 41 * DAY, EventType::Purchase, 9_999, 1, 3), // after the horizon
+        event(5, T0 + 9 * DAY + 1, EventType::Purchase, 1_000, 1, 4), // late but before: feature
+    ];
+    for e in &log {
+        builder.push(e);
+    }
+    let (rows, stats) = builder.finish();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.label.future_spend, 175.0);
+    assert_eq!(row.label.future_orders, 1);
+    assert!(row.label.purchased);
+    assert_eq!(
+        row.label.future_tier,
+        Some(2),
+        "175 reaches thresholds 1 and 100"
+    );
+    let spec = FeatureSpec::current();
+    assert_eq!(row.features[spec.index_of("purchase_30d").unwrap()], 2.0);
+    assert_eq!(stats.events, 6);
+}

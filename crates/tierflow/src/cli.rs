@@ -158,6 +158,10 @@ pub(crate) struct FeaturesArgs {
     /// Label horizon after each cutoff, in days.
     #[arg(long, default_value_t = 30)]
     pub(crate) horizon_days: u32,
+    /// Business tier thresholds on future spend, ascending (e.g. 1,100,500 → tiers 0-3); adds
+    /// a future_tier column.
+    #[arg(long, value_delimiter = ',', value_name = "SPEND,...")]
+    pub(crate) tier_thresholds: Vec<f64>,
     /// Output CSV: user_id, cutoff, every feature of the spec, future_spend, future_orders,
     /// purchased. A FILE.meta.json beside it records the feature spec id and the counts.
     #[arg(long, short = 'o', value_name = "FILE")]

@@ -29,7 +29,8 @@ fn build(args: &FeaturesArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let horizon_ms = i64::from(args.horizon_days) * EventTime::MILLIS_PER_DAY;
     let (reader, bar) = open(&args.events)?;
-    let mut builder = DatasetBuilder::new(&cutoffs, horizon_ms);
+    let mut builder = DatasetBuilder::new(&cutoffs, horizon_ms)
+        .with_tier_thresholds(args.tier_thresholds.clone());
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
     for (number, line) in BufReader::with_capacity(1 << 20, reader)
         .split(b'\n')
@@ -54,7 +55,7 @@ fn build(args: &FeaturesArgs) -> Result<()> {
     bar.finish_and_clear();
     let (rows, stats) = builder.finish();
     let spec = FeatureSpec::current();
-    write_csv(&args.output, &spec, &rows)?;
+    write_csv(&args.output, &spec, &rows, !args.tier_thresholds.is_empty())?;
     write_meta(args, &spec, &cutoffs, &rows, &stats, &rejected)?;
     eprintln!(
         "{} rows ({} cutoffs, spec {}) from {} events; skipped {} invalid lines, {} duplicates, {} too late; {} users left out as expired; wrote {}",
@@ -88,12 +89,15 @@ fn open(path: &Path) -> Result<(Box<dyn Read>, indicatif::ProgressBar)> {
     }
 }
 
-fn write_csv(path: &Path, spec: &FeatureSpec, rows: &[Row]) -> Result<()> {
+fn write_csv(path: &Path, spec: &FeatureSpec, rows: &[Row], tiers: bool) -> Result<()> {
     let mut out =
         csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     let mut header = vec!["user_id".to_owned(), "cutoff".to_owned()];
     header.extend(spec.names().iter().cloned());
     header.extend(["future_spend", "future_orders", "purchased"].map(String::from));
+    if tiers {
+        header.push("future_tier".to_owned());
+    }
     out.write_record(&header)?;
     let mut record = Vec::with_capacity(header.len());
     for row in rows {
@@ -105,6 +109,9 @@ fn write_csv(path: &Path, spec: &FeatureSpec, rows: &[Row]) -> Result<()> {
         record.push(format!("{:.2}", row.label.future_spend));
         record.push(row.label.future_orders.to_string());
         record.push(u8::from(row.label.purchased).to_string());
+        if let Some(tier) = row.label.future_tier {
+            record.push(tier.to_string());
+        }
         out.write_record(&record)?;
     }
     out.flush()?;
@@ -124,6 +131,7 @@ fn write_meta(
         "features": spec.names(),
         "cutoffs": cutoffs.iter().map(|c| c.to_rfc3339()).collect::<Vec<_>>(),
         "label_horizon_days": args.horizon_days,
+        "tier_thresholds": args.tier_thresholds,
         "rows": rows.len(),
         "rows_purchased": rows.iter().filter(|r| r.label.purchased).count(),
         "events": stats.events,
