@@ -13,6 +13,9 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`; with `cluster`, several, comma-separated.
     pub url: String,
     pub cluster: bool,
+    /// For `rediss://`: a PEM file with the CA certificate(s) to trust; without it, the
+    /// system's trust store.
+    pub tls_ca_file: Option<String>,
     /// Keys are `{key_prefix}:u:{user_id}`.
     pub key_prefix: String,
     /// State expires this long after its last write, so users who go quiet clean up after
@@ -30,6 +33,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379/".into(),
             cluster: false,
+            tls_ca_file: None,
             key_prefix: "tierflow".into(),
             state_ttl_secs: default_ttl().as_secs(),
             connect_timeout_ms: 5_000,

@@ -41,20 +41,30 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
+        let certificates = tls_certificates(&config)?;
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         let response_timeout = Duration::from_millis(config.response_timeout_ms);
         let connection = if config.cluster {
             let nodes: Vec<&str> = config.url.split(',').map(str::trim).collect();
-            let client = ClusterClient::builder(nodes)
+            let mut builder = ClusterClient::builder(nodes)
                 .connection_timeout(connect_timeout)
                 .response_timeout(response_timeout)
-                .retries(config.retries)
+                .retries(config.retries);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            let client = builder
                 .build()
                 .map_err(|e| StoreError::Fatal(format!("redis cluster config: {e}")))?;
             Connection::Cluster(client.get_async_connection().await.map_err(classify)?)
         } else {
-            let client = redis::Client::open(config.url.as_str())
-                .map_err(|e| StoreError::Fatal(format!("redis url {:?}: {e}", config.url)))?;
+            let client = match certificates {
+                Some(certificates) => {
+                    redis::Client::build_with_tls(config.url.as_str(), certificates)
+                }
+                None => redis::Client::open(config.url.as_str()),
+            }
+            .map_err(|e| StoreError::Fatal(format!("redis url {:?}: {e}", redact(&config.url))))?;
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(Some(response_timeout))
@@ -114,6 +124,41 @@ async fn query<T: redis::FromRedisValue>(
     match connection {
         Connection::Single(mut c) => command.query_async(&mut c).await,
         Connection::Cluster(mut c) => command.query_async(&mut c).await,
+    }
+}
+
+/// TLS settings for `rediss://` URLs: rustls with the ring provider, trusting `tls_ca_file`
+/// when given, else the system's roots.
+fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, StoreError> {
+    if !config
+        .url
+        .split(',')
+        .any(|u| u.trim().starts_with("rediss://"))
+    {
+        return Ok(None);
+    }
+    // Several crates may race to install it; the first wins and all use the same one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root_cert = match &config.tls_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| StoreError::Fatal(format!("reading redis tls_ca_file {path}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert,
+    }))
+}
+
+/// A URL fit for logs and errors: the password replaced.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 

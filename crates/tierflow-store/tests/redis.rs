@@ -263,3 +263,26 @@ async fn auth_by_url_works_and_a_wrong_password_is_fatal() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn rediss_connects_with_a_trusted_ca_and_refuses_an_untrusted_server() -> Result<()> {
+    let server = tokio::task::spawn_blocking(tierflow_testkit::RedisServer::start_tls).await??;
+    ensure!(server.url().starts_with("rediss://"));
+    let mut config = RedisConfig::new(server.url());
+    config.tls_ca_file = Some(server.tls_ca_file().unwrap().display().to_string());
+    let store = RedisStore::connect(config).await?;
+    store.store(&[("u1", &UserState::default())]).await?;
+    ensure!(matches!(
+        store.load(&["u1"]).await?.as_slice(),
+        [Ok(Some(_))]
+    ));
+
+    // Without the CA, the server's certificate is not trusted: no connection.
+    let mut untrusting = RedisConfig::new(server.url());
+    untrusting.retries = 0;
+    ensure!(
+        RedisStore::connect(untrusting).await.is_err(),
+        "an untrusted certificate was accepted"
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@
 mod cluster;
 mod process;
 mod services;
+mod tls;
 
 pub use cluster::RedisCluster;
 pub use process::{Service, find_binary};

@@ -17,6 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RedisServer {
     service: Service,
     password: Option<String>,
+    /// CA file and the directory holding the certificates, for TLS servers.
+    tls: Option<(PathBuf, TempDir)>,
     _dir: TempDir,
 }
 
@@ -32,15 +34,51 @@ impl RedisServer {
         Ok(server)
     }
 
+    /// A server that speaks only TLS, with a certificate for 127.0.0.1 signed by a fresh CA;
+    /// `url()` is `rediss://...`, and `tls_ca_file()` is the CA to trust (PEM).
+    pub fn start_tls() -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating TLS dir")?;
+        let files = crate::tls::write_server_certificates(dir.path())?;
+        let cert = files.cert.display().to_string();
+        let key = files.key.display().to_string();
+        let ca = files.ca.display().to_string();
+        let mut server = Self::start_with_args_and(
+            &[
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+            ],
+            true,
+        )?;
+        server.tls = Some((files.ca, dir));
+        Ok(server)
+    }
+
+    /// The CA certificate (PEM) that signed a TLS server's certificate.
+    pub fn tls_ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|(ca, _)| ca.as_path())
+    }
+
     fn start_with_args(extra: &[&str]) -> Result<Self> {
+        Self::start_with_args_and(extra, false)
+    }
+
+    fn start_with_args_and(extra: &[&str], tls: bool) -> Result<Self> {
         let binary = find_binary("redis-server", "TIERFLOW_REDIS_SERVER")?;
         let dir = tempfile::tempdir().context("creating redis dir")?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
             let mut command = Command::new(&binary);
+            let (plain_port, tls_port) = if tls { (0, port) } else { (port, 0) };
             command
-                .args(["--port", &port.to_string()])
+                .args(["--port", &plain_port.to_string()])
+                .args(["--tls-port", &tls_port.to_string()])
                 .args(["--bind", "127.0.0.1"])
                 .args(["--save", ""])
                 .args(["--appendonly", "no"])
@@ -53,9 +91,15 @@ impl RedisServer {
                 command,
                 port,
                 dir.path().join(format!("redis-{port}.log")),
-                // With a password, PING answers -NOAUTH: still proof the server is up.
+                // With a password, PING answers -NOAUTH: still proof the server is up. A TLS
+                // port cannot be pinged in plain text; accepting connections is enough.
                 |addr| {
-                    answers(addr, b"PING\r\n", b"+PONG") || answers(addr, b"PING\r\n", b"-NOAUTH")
+                    if tls {
+                        accepts(addr)
+                    } else {
+                        answers(addr, b"PING\r\n", b"+PONG")
+                            || answers(addr, b"PING\r\n", b"-NOAUTH")
+                    }
                 },
                 READY_TIMEOUT,
             ) {
@@ -63,6 +107,7 @@ impl RedisServer {
                     return Ok(Self {
                         service,
                         password: None,
+                        tls: None,
                         _dir: dir,
                     });
                 }
@@ -74,9 +119,14 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:PORT/`, or `redis://:PASSWORD@127.0.0.1:PORT/` with a password.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.service.port()),
-            None => format!("redis://127.0.0.1:{}/", self.service.port()),
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}/", self.service.port()),
+            None => format!("{scheme}://127.0.0.1:{}/", self.service.port()),
         }
     }
 
