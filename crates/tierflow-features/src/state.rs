@@ -159,10 +159,12 @@ impl UserState {
                     &mut ring[i]
                 }
             };
-            bucket.counts[event.event_type.index()] += 1;
-            bucket.revenue_cents += revenue;
-            bucket.refund_cents += refund;
-            bucket.sessions += u32::from(new_session);
+            // Saturating: absurd inputs (a price of 1e300) must not overflow or panic.
+            let count = &mut bucket.counts[event.event_type.index()];
+            *count = count.saturating_add(1);
+            bucket.revenue_cents = bucket.revenue_cents.saturating_add(revenue);
+            bucket.refund_cents = bucket.refund_cents.saturating_add(refund);
+            bucket.sessions = bucket.sessions.saturating_add(u32::from(new_session));
             bucket.categories |= category_bit;
         }
 
@@ -178,11 +180,11 @@ impl UserState {
             }
             EventType::AddToCart => {
                 let value = line_value(event);
-                self.set_cart(self.open_cart_cents + value, ts);
+                self.set_cart(self.open_cart_cents.saturating_add(value), ts);
             }
             EventType::RemoveFromCart => {
                 let value = line_value(event);
-                self.set_cart((self.open_cart_cents - value).max(0), ts);
+                self.set_cart(self.open_cart_cents.saturating_sub(value).max(0), ts);
             }
             _ => {}
         }

@@ -55,8 +55,8 @@ fn add(totals: &mut WindowTotals, bucket: &Bucket) {
     for (total, count) in totals.counts.iter_mut().zip(bucket.counts) {
         *total += u64::from(count);
     }
-    totals.revenue_cents += bucket.revenue_cents;
-    totals.refund_cents += bucket.refund_cents;
+    totals.revenue_cents = totals.revenue_cents.saturating_add(bucket.revenue_cents);
+    totals.refund_cents = totals.refund_cents.saturating_add(bucket.refund_cents);
     totals.sessions += u64::from(bucket.sessions);
     totals.categories |= bucket.categories;
 }
@@ -95,7 +95,7 @@ pub fn write_features(state: &UserState, as_of: EventTime, out: &mut [f32]) {
 
     let now = as_of.unix_millis();
     let scalars = &mut out[HORIZONS.len() * PER_WINDOW..];
-    let cart_open = now - state.cart_updated_ms <= CART_EXPIRY_MS;
+    let cart_open = now.saturating_sub(state.cart_updated_ms) <= CART_EXPIRY_MS;
     scalars[0] = if cart_open {
         cents(state.open_cart_cents)
     } else {
@@ -110,20 +110,26 @@ pub fn write_features(state: &UserState, as_of: EventTime, out: &mut [f32]) {
         let total: i64 = state.sessions.iter().map(|s| s.last_ms - s.first_ms).sum();
         minutes(total) / state.sessions.len() as f32
     };
-    scalars[3] = state.newest_ms.map_or(MAX_DAYS, |t| days(now - t));
+    scalars[3] = state
+        .newest_ms
+        .map_or(MAX_DAYS, |t| days(now.saturating_sub(t)));
     let last_purchase = state.purchases_ms.last().copied();
-    let since_purchase = last_purchase.map_or(MAX_DAYS, |t| days(now - t));
+    let since_purchase = last_purchase.map_or(MAX_DAYS, |t| days(now.saturating_sub(t)));
     scalars[4] = since_purchase;
     scalars[5] = if last_purchase.is_some() { 1.0 } else { 0.0 };
     scalars[6] = state
         .newest_ms
-        .map_or(0.0, |_| days(now - state.first_seen_ms));
+        .map_or(0.0, |_| days(now.saturating_sub(state.first_seen_ms)));
     let (gap_mean, gap_std) = gap_stats(&state.purchases_ms);
     scalars[7] = gap_mean;
     scalars[8] = gap_std;
     scalars[9] = since_purchase;
     scalars[10] = totals_90d.count(EventType::Purchase) as f32;
-    scalars[11] = cents(totals_90d.revenue_cents - totals_90d.refund_cents);
+    scalars[11] = cents(
+        totals_90d
+            .revenue_cents
+            .saturating_sub(totals_90d.refund_cents),
+    );
 }
 
 fn cents(value: i64) -> f32 {
@@ -138,16 +144,19 @@ fn minutes(ms: i64) -> f32 {
     (ms.max(0) as f64 / MINUTE_MS) as f32
 }
 
-/// Mean and standard deviation of the gaps between remembered purchases, in days.
+/// Mean and standard deviation of the gaps between remembered purchases, in days. Two passes
+/// over the (at most 16) times; no allocation.
 fn gap_stats(purchases: &[i64]) -> (f32, f32) {
     if purchases.len() < 2 {
         return (0.0, 0.0);
     }
-    let gaps: Vec<f64> = purchases
-        .windows(2)
-        .map(|w| (w[1] - w[0]) as f64 / DAY_MS)
-        .collect();
-    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
-    let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+    let gaps = || {
+        purchases
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]) as f64 / DAY_MS)
+    };
+    let n = (purchases.len() - 1) as f64;
+    let mean = gaps().sum::<f64>() / n;
+    let variance = gaps().map(|g| (g - mean).powi(2)).sum::<f64>() / n;
     (mean as f32, variance.sqrt() as f32)
 }

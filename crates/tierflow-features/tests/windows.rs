@@ -173,6 +173,27 @@ proptest! {
     }
 
     #[test]
+    fn absurd_amounts_and_times_never_panic(
+        prices in prop::collection::vec(prop_oneof![Just(0.0), Just(1e300), Just(f64::MAX), 0.0..1e12], 1..30),
+        offsets in prop::collection::vec(-300_000 * DAY..300_000 * DAY, 1..30),
+    ) {
+        let mut state = UserState::default();
+        for (n, (price, offset)) in prices.iter().zip(offsets.iter().cycle()).enumerate() {
+            let kinds = [EventType::Purchase, EventType::Refund, EventType::AddToCart, EventType::RemoveFromCart];
+            let mut e = event(n, T0.saturating_add(*offset), kinds[n % 4], 0, 0, 0);
+            e.price = Some(*price);
+            if e.event_type.requires_revenue() {
+                e.revenue = Some(*price);
+            }
+            state.apply(&e);
+        }
+        let as_of = state.newest().unwrap();
+        let vector = features(&state, as_of);
+        prop_assert!(vector.iter().all(|v| !v.is_nan()));
+        prop_assert_eq!(decode_state(&encode_state(&state)).unwrap(), state);
+    }
+
+    #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = decode_state(&bytes);
     }
