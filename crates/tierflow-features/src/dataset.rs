@@ -23,6 +23,27 @@ pub struct Label {
     pub future_tier: Option<u8>,
 }
 
+/// A user's whole purchase history before a cutoff, in the shape the classic baselines
+/// (RFM, last-period spend, BG/NBD + Gamma-Gamma) need. Not a model input: the feature
+/// vector only sees what the online windows keep; this sees everything before the cutoff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct History {
+    /// First event of any kind.
+    pub first_seen_ms: i64,
+    /// Purchases (orders), after dedupe.
+    pub orders: u32,
+    /// Distinct UTC days with a purchase (BG/NBD counts repeat purchase days).
+    pub purchase_days: u32,
+    pub first_purchase_ms: Option<i64>,
+    pub last_purchase_ms: Option<i64>,
+    /// Purchases minus refunds over the whole history, in cents.
+    pub spend_cents: i64,
+    /// Purchase revenue only (no refunds), in cents: the Gamma-Gamma monetary value.
+    pub purchase_cents: i64,
+    /// Purchases minus refunds in `(cutoff - horizon, cutoff]`, in cents.
+    pub last_period_spend_cents: i64,
+}
+
 /// One training example.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -30,6 +51,7 @@ pub struct Row {
     pub cutoff: EventTime,
     pub features: Vec<f32>,
     pub label: Label,
+    pub history: History,
 }
 
 /// Counts of what the builder saw, for the report.
@@ -44,9 +66,17 @@ pub struct BuildStats {
     pub expired_users: u64,
 }
 
+#[derive(Default)]
+struct Tracked {
+    state: UserState,
+    history: History,
+    /// Distinct purchase days (UTC day numbers), sorted.
+    purchase_days: Vec<i32>,
+}
+
 struct Cutoff {
     at: EventTime,
-    states: HashMap<String, UserState>,
+    states: HashMap<String, Tracked>,
     labels: HashMap<String, LabelSums>,
     label_ids: HashSet<u64>,
 }
@@ -114,9 +144,20 @@ impl DatasetBuilder {
         self.stats.events += 1;
         for cutoff in &mut self.cutoffs {
             if event.ts <= cutoff.at {
-                let state = cutoff.states.entry(event.user_id.clone()).or_default();
-                match state.apply(event) {
-                    Applied::Updated => {}
+                let tracked = cutoff
+                    .states
+                    .entry(event.user_id.clone())
+                    .or_insert_with(|| Tracked {
+                        history: History {
+                            first_seen_ms: event.ts.unix_millis(),
+                            ..History::default()
+                        },
+                        ..Tracked::default()
+                    });
+                match tracked.state.apply(event) {
+                    Applied::Updated => {
+                        record_history(tracked, event, cutoff.at, self.horizon_ms);
+                    }
                     Applied::Duplicate => self.stats.duplicates += 1,
                     Applied::TooLate { .. } => self.stats.too_late += 1,
                 }
@@ -146,7 +187,7 @@ impl DatasetBuilder {
             let mut users: Vec<&String> = cutoff.states.keys().collect();
             users.sort_unstable();
             for user in users {
-                let state = &cutoff.states[user];
+                let Tracked { state, history, .. } = &cutoff.states[user];
                 let newest = state.newest_ms.unwrap_or(i64::MIN);
                 if cutoff.at.unix_millis().saturating_sub(newest) > STATE_RETENTION_MS {
                     self.stats.expired_users += 1;
@@ -172,9 +213,45 @@ impl DatasetBuilder {
                     cutoff: cutoff.at,
                     features: features(state, cutoff.at),
                     label,
+                    history: *history,
                 });
             }
         }
         (rows, self.stats)
+    }
+}
+
+fn record_history(tracked: &mut Tracked, event: &ClickEvent, cutoff: EventTime, horizon_ms: i64) {
+    let history = &mut tracked.history;
+    const DAY: i64 = EventTime::MILLIS_PER_DAY;
+    let ts = event.ts.unix_millis();
+    history.first_seen_ms = history.first_seen_ms.min(ts);
+    let cents = to_cents(event.revenue.unwrap_or(0.0));
+    let in_last_period = ts > cutoff.unix_millis() - horizon_ms;
+    match event.event_type {
+        EventType::Purchase => {
+            history.orders += 1;
+            history.spend_cents = history.spend_cents.saturating_add(cents);
+            history.purchase_cents = history.purchase_cents.saturating_add(cents);
+            if in_last_period {
+                history.last_period_spend_cents =
+                    history.last_period_spend_cents.saturating_add(cents);
+            }
+            let day = ts.div_euclid(DAY) as i32;
+            if let Err(at) = tracked.purchase_days.binary_search(&day) {
+                tracked.purchase_days.insert(at, day);
+                history.purchase_days += 1;
+            }
+            history.first_purchase_ms = Some(history.first_purchase_ms.map_or(ts, |t| t.min(ts)));
+            history.last_purchase_ms = Some(history.last_purchase_ms.map_or(ts, |t| t.max(ts)));
+        }
+        EventType::Refund => {
+            history.spend_cents = history.spend_cents.saturating_sub(cents);
+            if in_last_period {
+                history.last_period_spend_cents =
+                    history.last_period_spend_cents.saturating_sub(cents);
+            }
+        }
+        _ => {}
     }
 }
