@@ -1,0 +1,1 @@
+//! Evaluation metrics, classic baselines and report plots (placeholder until the module lands).
