@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use tierflow_events::{EventTime, EventType};
 
 use crate::spec::LEVELS;
-use crate::state::{Bucket, SessionMark, UserState};
+use crate::state::{Bucket, Lifetime, SessionMark, UserState};
 
 /// Format of the bytes `encode_state` writes.
-pub const STATE_FORMAT_VERSION: u8 = 1;
+pub const STATE_FORMAT_VERSION: u8 = 2;
 
 /// Stored state that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,16 @@ struct WireV1 {
     applied: Vec<(i32, i64)>,
 }
 
+/// Format 2: format 1 plus the lifetime aggregates.
+#[derive(Serialize, Deserialize)]
+struct WireV2 {
+    base: WireV1,
+    orders: u32,
+    purchase_days: u32,
+    net_spend_cents: i64,
+    first_purchase_back: Option<u64>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct WireBucket {
     back: u32,
@@ -61,7 +71,24 @@ struct WireBucket {
 pub fn encode_state(state: &UserState) -> Vec<u8> {
     let newest = state.newest_ms.unwrap_or(0);
     let back = |ts: i64| newest.saturating_sub(ts).max(0) as u64;
-    let wire = WireV1 {
+    let wire = WireV2 {
+        base: wire_v1(state),
+        orders: state.lifetime.orders,
+        purchase_days: state.lifetime.purchase_days,
+        net_spend_cents: state.lifetime.net_spend_cents,
+        first_purchase_back: state.lifetime.first_purchase_ms.map(back),
+    };
+    let mut bytes = Vec::with_capacity(512);
+    bytes.push(STATE_FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(&wire, &mut bytes, config())
+        .expect("user state always encodes into memory");
+    bytes
+}
+
+fn wire_v1(state: &UserState) -> WireV1 {
+    let newest = state.newest_ms.unwrap_or(0);
+    let back = |ts: i64| newest.saturating_sub(ts).max(0) as u64;
+    WireV1 {
         newest_ms: state.newest_ms,
         first_seen_back: back(state.first_seen_ms),
         levels: std::array::from_fn(|l| {
@@ -99,20 +126,43 @@ pub fn encode_state(state: &UserState) -> Vec<u8> {
         open_cart_cents: state.open_cart_cents,
         cart_back: (state.cart_updated_ms != 0).then(|| back(state.cart_updated_ms)),
         applied: state.applied.clone(),
-    };
-    let mut bytes = Vec::with_capacity(512);
-    bytes.push(STATE_FORMAT_VERSION);
-    bincode::serde::encode_into_std_write(&wire, &mut bytes, config())
-        .expect("user state always encodes into memory");
-    bytes
+    }
 }
 
 pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
     let (&format, body) = bytes.split_first().ok_or(StateDecodeError::Empty)?;
     match format {
         STATE_FORMAT_VERSION => {
+            let wire: WireV2 = decode_body(format, body)?;
+            let newest = wire.base.newest_ms.unwrap_or(0);
+            let mut state =
+                from_v1(wire.base).map_err(|reason| StateDecodeError::Corrupt { format, reason })?;
+            let first_purchase_ms = match wire.first_purchase_back {
+                Some(back) => Some(
+                    i64::try_from(back)
+                        .ok()
+                        .and_then(|b| newest.checked_sub(b))
+                        .ok_or_else(|| StateDecodeError::Corrupt {
+                            format,
+                            reason: format!("time offset {back} out of range"),
+                        })?,
+                ),
+                None => None,
+            };
+            state.lifetime = Lifetime {
+                orders: wire.orders,
+                purchase_days: wire.purchase_days,
+                net_spend_cents: wire.net_spend_cents,
+                first_purchase_ms,
+            };
+            Ok(state)
+        }
+        1 => {
             let wire: WireV1 = decode_body(format, body)?;
-            from_v1(wire).map_err(|reason| StateDecodeError::Corrupt { format, reason })
+            let mut state =
+                from_v1(wire).map_err(|reason| StateDecodeError::Corrupt { format, reason })?;
+            state.lifetime = migrate_lifetime(&state);
+            Ok(state)
         }
         // An older format is decoded with its own wire type and migrated here.
         found => Err(StateDecodeError::UnknownFormat { found }),
@@ -136,6 +186,28 @@ fn decode_body<T: for<'de> Deserialize<'de>>(
         });
     }
     Ok(value)
+}
+
+/// Format 1 had no lifetime aggregates: rebuild them from what it kept (the 90-day ring and
+/// the purchase memory), the best a migration can know.
+fn migrate_lifetime(state: &UserState) -> Lifetime {
+    let purchase = EventType::Purchase.index();
+    let ring = &state.levels[LEVELS.len() - 1];
+    let mut days: Vec<i64> = state
+        .purchases_ms
+        .iter()
+        .map(|t| t.div_euclid(crate::spec::DAY_MS))
+        .collect();
+    days.dedup();
+    Lifetime {
+        orders: ring.iter().map(|b| b.counts[purchase]).sum(),
+        purchase_days: days.len() as u32,
+        net_spend_cents: ring
+            .iter()
+            .map(|b| b.revenue_cents.saturating_sub(b.refund_cents))
+            .fold(0i64, i64::saturating_add),
+        first_purchase_ms: state.purchases_ms.first().copied(),
+    }
 }
 
 fn from_v1(wire: WireV1) -> Result<UserState, String> {
@@ -203,5 +275,66 @@ fn from_v1(wire: WireV1) -> Result<UserState, String> {
             None => 0,
         },
         applied: wire.applied,
+        lifetime: Lifetime::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tierflow_events::{ClickEvent, EventType};
+
+    use super::*;
+
+    fn purchase(id: &str, ts_ms: i64, revenue: f64) -> ClickEvent {
+        ClickEvent {
+            schema_version: 1,
+            event_id: id.into(),
+            user_id: "u1".into(),
+            event_type: EventType::Purchase,
+            ts: EventTime::from_unix_millis(ts_ms),
+            session_id: "s1".into(),
+            product_id: None,
+            category: None,
+            price: None,
+            quantity: None,
+            currency: None,
+            order_id: None,
+            revenue: Some(revenue),
+            channel: None,
+            device: None,
+        }
+    }
+
+    #[test]
+    fn format_1_state_migrates_its_lifetime_from_the_90_day_ring() {
+        let day = crate::spec::DAY_MS;
+        let mut state = UserState::default();
+        let t0 = 1_750_000_000_000;
+        for (i, (d, r)) in [(0, 10.0), (0, 5.0), (3, 20.0), (40, 7.5)].iter().enumerate() {
+            assert_eq!(
+                state.apply(&purchase(&format!("e{i}"), t0 + d * day + i as i64, *r)),
+                crate::Applied::Updated
+            );
+        }
+        assert_eq!(state.lifetime.orders, 4);
+        assert_eq!(state.lifetime.purchase_days, 3);
+        assert_eq!(state.lifetime.net_spend_cents, 4250);
+        assert_eq!(state.lifetime.first_purchase_ms, Some(t0));
+
+        // Current format: exact round trip.
+        assert_eq!(decode_state(&encode_state(&state)).unwrap(), state);
+
+        // Format 1 bytes (as an older build wrote them) decode and migrate.
+        let mut v1 = vec![1u8];
+        bincode::serde::encode_into_std_write(&wire_v1(&state), &mut v1, config()).unwrap();
+        let migrated = decode_state(&v1).unwrap();
+        assert_eq!(migrated.lifetime, state.lifetime);
+        assert_eq!(
+            UserState {
+                lifetime: state.lifetime,
+                ..migrated
+            },
+            state
+        );
+    }
 }

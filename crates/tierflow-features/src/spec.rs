@@ -7,6 +7,7 @@ use tierflow_events::{EventTime, EventType};
 const MINUTE: i64 = EventTime::MILLIS_PER_MINUTE;
 const HOUR: i64 = EventTime::MILLIS_PER_HOUR;
 const DAY: i64 = EventTime::MILLIS_PER_DAY;
+pub(crate) const DAY_MS: i64 = DAY;
 
 /// A ring of equal, epoch-aligned time buckets. Each event lands in one bucket per level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +110,7 @@ pub const MAX_DAYS: f32 = 365.0;
 pub const WINDOW_AGGREGATES: [&str; 4] = ["revenue", "refunds", "sessions", "categories"];
 
 /// Whole-history features, in vector order, after all window features.
-pub const SCALARS: [&str; 12] = [
+pub const SCALARS: [&str; 16] = [
     "open_cart_value",
     "session_length_current_min",
     "session_length_mean_min",
@@ -122,6 +123,10 @@ pub const SCALARS: [&str; 12] = [
     "rfm_recency_days",
     "rfm_frequency_90d",
     "rfm_monetary_90d",
+    "lifetime_orders",
+    "lifetime_purchase_days",
+    "lifetime_net_spend",
+    "days_since_first_purchase",
 ];
 
 /// Features per window: one count per event type, then the aggregates.
@@ -221,7 +226,7 @@ mod tests {
         assert_eq!(spec.len(), FEATURE_COUNT);
         assert_eq!(spec.names()[0], "page_view_1h");
         assert_eq!(spec.names()[PER_WINDOW], "page_view_24h");
-        assert_eq!(spec.names().last().unwrap(), "rfm_monetary_90d");
+        assert_eq!(spec.names().last().unwrap(), "days_since_first_purchase");
         assert_eq!(spec, FeatureSpec::current());
         let unique: std::collections::HashSet<_> = spec.names().iter().collect();
         assert_eq!(unique.len(), spec.len());

@@ -55,6 +55,20 @@ pub struct UserState {
     pub cart_updated_ms: i64,
     /// Highest source offset applied per partition: replays skip what is already in.
     pub applied: Vec<(i32, i64)>,
+    /// Whole-history purchase aggregates (as long as the state lives).
+    pub lifetime: Lifetime,
+}
+
+/// A user's purchase history beyond the windows: what RFM and BG/NBD are built on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifetime {
+    pub orders: u32,
+    /// Distinct UTC days with a purchase (exact while purchases arrive within the purchase
+    /// memory of each other).
+    pub purchase_days: u32,
+    /// Purchases minus refunds, cents.
+    pub net_spend_cents: i64,
+    pub first_purchase_ms: Option<i64>,
 }
 
 /// What `apply` did with an event.
@@ -170,6 +184,18 @@ impl UserState {
 
         match event.event_type {
             EventType::Purchase => {
+                let day = ts.div_euclid(crate::spec::DAY_MS);
+                if !self
+                    .purchases_ms
+                    .iter()
+                    .any(|t| t.div_euclid(crate::spec::DAY_MS) == day)
+                {
+                    self.lifetime.purchase_days = self.lifetime.purchase_days.saturating_add(1);
+                }
+                self.lifetime.orders = self.lifetime.orders.saturating_add(1);
+                self.lifetime.net_spend_cents = self.lifetime.net_spend_cents.saturating_add(revenue);
+                self.lifetime.first_purchase_ms =
+                    Some(self.lifetime.first_purchase_ms.map_or(ts, |f| f.min(ts)));
                 if let Err(i) = self.purchases_ms.binary_search(&ts) {
                     self.purchases_ms.insert(i, ts);
                     if self.purchases_ms.len() > PURCHASE_MEMORY {
@@ -177,6 +203,9 @@ impl UserState {
                     }
                 }
                 self.set_cart(0, ts);
+            }
+            EventType::Refund => {
+                self.lifetime.net_spend_cents = self.lifetime.net_spend_cents.saturating_sub(refund);
             }
             EventType::AddToCart => {
                 let value = line_value(event);
