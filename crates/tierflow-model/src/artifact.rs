@@ -1,5 +1,5 @@
 //! The artifact directory: everything needed to score with a trained model and to know where
-//! it came from. Written atomically (staged, then renamed into place), read with checksums,
+//! it came from. Written file by file atomically with the manifest last, read with checksums,
 //! and refused when it was built for another feature spec.
 //!
 //! ```text
@@ -21,6 +21,7 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 use tierflow_features::FeatureSpec;
 
+use crate::calibration::SpendCalibration;
 use crate::data::{Normalizer, TierDefinition};
 use crate::model::{ModelConfig, ValueModel};
 use crate::train::TrainingConfig;
@@ -69,7 +70,13 @@ pub struct Manifest {
     pub created_at: String,
     /// FNV-1a of weights.bpk, hex: a half-written artifact is refused, not half-loaded.
     pub weights_checksum: String,
+    /// FNV-1a of model.json, training.json and normalization.json: a reader that meets a
+    /// mix of two artifacts (one being saved over the other) refuses it and retries.
+    pub files_checksum: String,
     pub data: DataSummary,
+    /// Maps the ZILN mean to calibrated expected spend (fitted on validation users).
+    #[serde(default)]
+    pub spend_calibration: Option<SpendCalibration>,
 }
 
 /// A loaded (or freshly trained) artifact.
@@ -85,19 +92,25 @@ pub struct Artifact {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("{path}: {source}")]
+    #[error("reading the model artifact {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{file} in the model artifact is not valid: {reason}")]
     Invalid { file: String, reason: String },
-    #[error("the model artifact has format {found}; this build reads format {ARTIFACT_FORMAT}")]
+    #[error(
+        "the model artifact has format {found}; this build reads format {ARTIFACT_FORMAT}: upgrade tierflow or retrain the model with this build"
+    )]
     Format { found: u32 },
     #[error(
-        "weights.bpk does not match manifest.json (checksum {actual}, manifest says {expected}): the artifact is incomplete or being replaced"
+        "weights.bpk does not match manifest.json (checksum {actual}, manifest says {expected}): the artifact is incomplete or being replaced; wait for the writer to finish or save it again"
     )]
     Checksum { expected: String, actual: String },
+    #[error(
+        "model.json, training.json or normalization.json do not match manifest.json: the artifact is being replaced or was edited; wait for the writer to finish or save it again"
+    )]
+    Inconsistent,
     #[error(
         "the model was trained on feature spec {artifact}, but this build computes {current}: retrain the model (tierflow train) or run the build it came from"
     )]
@@ -129,7 +142,9 @@ impl Artifact {
         for value in model.parameter_values() {
             digest.write(&value.to_le_bytes());
         }
+        let files_checksum = config_files_checksum(&model_config, &training_config, &normalizer)?;
         let manifest = Manifest {
+            files_checksum,
             format: ARTIFACT_FORMAT,
             model_version: format!("m1-{:012x}", digest.0 >> 16),
             feature_spec: FeatureSpec::current().id().to_owned(),
@@ -138,6 +153,7 @@ impl Artifact {
             created_at,
             weights_checksum: format!("{:016x}", fnv(&weights)),
             data,
+            spend_calibration: None,
         };
         Ok(Self {
             manifest,
@@ -146,6 +162,16 @@ impl Artifact {
             normalizer,
             weights,
         })
+    }
+
+    /// Attaches a spend calibration; the version changes with it.
+    pub fn with_spend_calibration(mut self, calibration: Option<SpendCalibration>) -> Self {
+        let mut digest = Fnv::default();
+        digest.write(self.manifest.model_version.as_bytes());
+        digest.write(&serde_json::to_vec(&calibration).unwrap_or_default());
+        self.manifest.model_version = format!("m1-{:012x}", digest.0 >> 16);
+        self.manifest.spend_calibration = calibration;
+        self
     }
 
     pub fn version(&self) -> &str {
@@ -204,6 +230,26 @@ impl Artifact {
                 actual,
             });
         }
+        if config_files_checksum(&model_config, &training_config, &normalizer)?
+            != manifest.files_checksum
+        {
+            return Err(ArtifactError::Inconsistent);
+        }
+        if normalizer.feature_names != current.names() {
+            return Err(invalid(
+                NORMALIZATION_FILE,
+                "feature_names differ from the feature spec's names and order",
+            ));
+        }
+        if normalizer.std.len() != normalizer.mean.len()
+            || normalizer.std.iter().any(|s| !s.is_finite() || *s <= 0.0)
+            || normalizer.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(invalid(
+                NORMALIZATION_FILE,
+                "mean and std must have one finite value per feature, std > 0",
+            ));
+        }
         if normalizer.width() != model_config.inputs || normalizer.width() != current.len() {
             return Err(invalid(
                 NORMALIZATION_FILE,
@@ -244,71 +290,67 @@ impl Artifact {
             .map_err(|e| invalid(WEIGHTS_FILE, e))
     }
 
-    /// Writes the artifact to `dir`, replacing what is there in one rename: readers see the
-    /// old artifact or the new one, never a mix. Extra files (report, plots) come from
-    /// `extra`, as (relative path, bytes).
+    /// Writes the artifact into `dir` (created if missing), replacing an artifact there file
+    /// by file, each file atomically (temporary file, then rename), the manifest last. A
+    /// reader polling the manifest sees the old artifact, the new one, or (mid-save) a mix
+    /// that fails the manifest's checksums and is retried; never a silently mixed model.
+    /// Extra files (report, plots) come from `extra`, as (relative path, bytes).
     pub fn save(&self, dir: &Path, extra: &[(String, Vec<u8>)]) -> Result<(), ArtifactError> {
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".to_owned());
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ArtifactError::Io { path, source }
         };
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-        let staging = parent.join(format!(".{name}.staging-{}", std::process::id()));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-        }
-        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-        let json = |value: &dyn erased::Json, file: &str| -> Result<Vec<u8>, ArtifactError> {
-            value.to_pretty().map_err(|e| invalid(file, e))
-        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut files: Vec<(String, Vec<u8>)> = vec![
-            (MANIFEST_FILE.into(), json(&self.manifest, MANIFEST_FILE)?),
+            (WEIGHTS_FILE.into(), self.weights.clone()),
             (MODEL_FILE.into(), self.model_config.to_string().into_bytes()),
             (TRAINING_FILE.into(), self.training_config.to_string().into_bytes()),
-            (NORMALIZATION_FILE.into(), json(&self.normalizer, NORMALIZATION_FILE)?),
-            (WEIGHTS_FILE.into(), self.weights.clone()),
+            (
+                NORMALIZATION_FILE.into(),
+                serde_json::to_vec_pretty(&self.normalizer).map_err(|e| invalid(NORMALIZATION_FILE, e))?,
+            ),
         ];
         files.extend(extra.iter().cloned());
+        files.push((
+            MANIFEST_FILE.into(),
+            serde_json::to_vec_pretty(&self.manifest).map_err(|e| invalid(MANIFEST_FILE, e))?,
+        ));
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         for (file, bytes) in &files {
-            let path = staging.join(file);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io(dir))?;
+            let path = dir.join(file);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
-            std::fs::write(&path, bytes).map_err(io(&path))?;
-        }
-        // Swap: move the old directory aside, move the new one in, drop the old one.
-        let retired = parent.join(format!(".{name}.retired-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::rename(dir, &retired).map_err(io(dir))?;
-        }
-        std::fs::rename(&staging, dir).map_err(io(dir))?;
-        if retired.exists() {
-            std::fs::remove_dir_all(&retired).map_err(io(&retired))?;
+            let unique = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let temporary = path.with_file_name(format!(
+                ".{}.{}-{unique}.tmp",
+                path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                std::process::id()
+            ));
+            std::fs::write(&temporary, bytes).map_err(io(&temporary))?;
+            std::fs::rename(&temporary, &path).map_err(io(&path))?;
         }
         Ok(())
     }
+}
+
+/// Checksum over the three configuration files, exactly as `save` writes them.
+fn config_files_checksum(
+    model: &ModelConfig,
+    training: &TrainingConfig,
+    normalizer: &Normalizer,
+) -> Result<String, ArtifactError> {
+    let mut digest = Fnv::default();
+    digest.write(model.to_string().as_bytes());
+    digest.write(training.to_string().as_bytes());
+    digest.write(&serde_json::to_vec_pretty(normalizer).map_err(|e| invalid(NORMALIZATION_FILE, e))?);
+    Ok(format!("{:016x}", digest.0))
 }
 
 fn invalid(file: &str, reason: impl std::fmt::Display) -> ArtifactError {
     ArtifactError::Invalid {
         file: file.to_owned(),
         reason: reason.to_string(),
-    }
-}
-
-mod erased {
-    pub(super) trait Json {
-        fn to_pretty(&self) -> Result<Vec<u8>, serde_json::Error>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_pretty(&self) -> Result<Vec<u8>, serde_json::Error> {
-            serde_json::to_vec_pretty(self)
-        }
     }
 }
 

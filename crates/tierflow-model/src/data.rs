@@ -243,9 +243,12 @@ impl Normalizer {
     }
 }
 
-/// Signed log1p.
+/// Signed log1p. `ln(1 + |x|)` rather than `ln_1p`: twice as fast in the scoring hot path,
+/// and the inputs are counts, minutes and money, where the precision `ln_1p` buys near 0
+/// does not matter. Training and scoring share this function, so they agree exactly.
+#[inline]
 fn squash(x: f32) -> f32 {
-    x.signum() * x.abs().ln_1p()
+    (1.0 + x.abs()).ln().copysign(x)
 }
 
 #[cfg(test)]

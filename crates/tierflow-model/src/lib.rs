@@ -3,9 +3,11 @@
 //! scorer with hot reload and reason codes. Knows nothing of Kafka or Redis; the binary picks
 //! the burn device (backend).
 
+pub mod calibration;
 pub mod data;
 pub mod model;
 pub mod train;
+pub mod workflow;
 
 pub use data::{Dataset, Normalizer, Part, TierDefinition, TierScheme, part_of};
 pub use model::{ModelConfig, ValueModel};

@@ -91,6 +91,7 @@ impl ModelHandle {
                     }
                 }
             })
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the model reload thread; the model will not hot-reload"))
             .ok();
         Watcher {
             stop: Some(stop),

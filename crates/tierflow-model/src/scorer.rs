@@ -145,7 +145,13 @@ impl Scorer {
             tier_probabilities: column(p.tier_probabilities),
             churn_risk: column(p.churn_risk),
             p_return: column(p.p_return),
-            expected_value: column(p.expected_spend),
+            expected_value: match &self.manifest.spend_calibration {
+                Some(calibration) => column(p.expected_spend)
+                    .into_iter()
+                    .map(|v| calibration.apply(v))
+                    .collect(),
+                None => column(p.expected_spend),
+            },
         })
     }
 

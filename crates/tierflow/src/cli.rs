@@ -28,6 +28,10 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "HOST:PORT,...")]
     pub(crate) brokers: Option<String>,
 
+    /// burn CPU backend for the model; overrides model.backend from the configuration.
+    #[arg(long, global = true, value_enum)]
+    pub(crate) backend: Option<crate::config::Backend>,
+
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
@@ -53,6 +57,14 @@ pub(crate) enum Command {
     /// Build point-in-time training data from an event log: feature vectors at each cutoff
     /// from events at or before it, labelled with the following horizon's spend and orders.
     Features(FeaturesArgs),
+    /// Train the value model on an event log: point-in-time rows at each cutoff, split by
+    /// user, early stopping on validation loss; writes an artifact directory with weights,
+    /// configs, normalisation, tier thresholds and a report against the classic baselines.
+    Train(TrainArgs),
+    /// Evaluate a model artifact on an event log against RFM, last-period spend and
+    /// BG/NBD + Gamma-Gamma, on the same held-out users; writes report.json, report.md and
+    /// plots.
+    Evaluate(EvaluateArgs),
     /// Create the configured topics that do not exist yet (user_score compacted).
     Topics,
     /// Write (or check) the JSON Schemas of every topic contract.
@@ -166,6 +178,94 @@ pub(crate) struct FeaturesArgs {
     /// purchased. A FILE.meta.json beside it records the feature spec id and the counts.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: PathBuf,
+}
+
+/// Which labelled rows to build from an event log.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DataArgs {
+    /// Event log: JSON lines from `generate` or `import` (.gz is decompressed; `-` is stdin).
+    #[arg(long, short = 'e', value_name = "FILE")]
+    pub(crate) events: PathBuf,
+    /// Cutoff time (RFC 3339); repeat for several. Every user known at a cutoff gives a row
+    /// with features from events up to it and labels from the horizon after it. The LAST
+    /// cutoff is the evaluation cutoff: held-out users are scored there.
+    #[arg(long = "cutoff", value_name = "TIME", required = true)]
+    pub(crate) cutoffs: Vec<String>,
+    /// Label horizon after each cutoff, in days (churn = no purchase in it; spend = its net
+    /// spend).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) horizon_days: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Artifact directory to write (replaced atomically if it exists).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub(crate) output: PathBuf,
+    /// Start from this training configuration (training.json of an artifact); flags below
+    /// override it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) training_config: Option<PathBuf>,
+    /// Number of value tiers: tier 0 = no spend in the horizon, the others equal-count bins of
+    /// the positive spend of training users. Ignored with --tier-thresholds.
+    #[arg(long)]
+    pub(crate) tiers: Option<usize>,
+    /// Business tier thresholds on future spend instead of quantiles, ascending
+    /// (e.g. 0.01,50,200,1000 → 5 tiers).
+    #[arg(long, value_delimiter = ',', value_name = "SPEND,...")]
+    pub(crate) tier_thresholds: Vec<f64>,
+    /// Hidden layer widths (default 100,50).
+    #[arg(long, value_delimiter = ',', value_name = "WIDTH,...")]
+    pub(crate) hidden: Vec<usize>,
+    /// Dropout after each hidden layer.
+    #[arg(long)]
+    pub(crate) dropout: Option<f64>,
+    /// Maximum epochs (early stopping usually ends sooner).
+    #[arg(long)]
+    pub(crate) epochs: Option<usize>,
+    /// Stop after this many epochs without a better validation loss.
+    #[arg(long)]
+    pub(crate) patience: Option<usize>,
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    #[arg(long)]
+    pub(crate) learning_rate: Option<f64>,
+    #[arg(long)]
+    pub(crate) weight_decay: Option<f32>,
+    /// Seed of initialisation, dropout, shuffling and the user split.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Share of users held out for early stopping.
+    #[arg(long, value_parser = fraction)]
+    pub(crate) validation_fraction: Option<f64>,
+    /// Share of users held out for the report (scored at the last cutoff only).
+    #[arg(long, value_parser = fraction)]
+    pub(crate) test_fraction: Option<f64>,
+    /// Turn off inverse-frequency tier weights.
+    #[arg(long)]
+    pub(crate) no_class_weights: bool,
+    /// Describe the data source in the artifact (default: the events file name).
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct EvaluateArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Model artifact directory (from `tierflow train`).
+    #[arg(long, short = 'm', value_name = "DIR")]
+    pub(crate) model: PathBuf,
+    /// Directory for report.json, report.md and plots/.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub(crate) output: PathBuf,
+    /// Score every user at the evaluation cutoff, not only the users the artifact's split
+    /// held out (for data the model never saw; baselines are then fitted on the rows of the
+    /// earlier cutoffs).
+    #[arg(long)]
+    pub(crate) all_users: bool,
 }
 
 #[derive(Debug, Clone, Args)]

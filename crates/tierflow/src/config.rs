@@ -15,6 +15,39 @@ use tierflow_stream::{KafkaConfig, TopicSpec};
 pub(crate) struct Config {
     pub(crate) kafka: KafkaConfig,
     pub(crate) topics: TopicsConfig,
+    pub(crate) model: ModelSection,
+}
+
+/// The burn CPU backend the model runs on. Both compute the same model; artifacts load on
+/// either. burn 0.22 deprecates burn-ndarray in favour of flex, which is also faster here
+/// (BENCHMARKS.md), so flex is the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Backend {
+    /// burn-flex, burn's pure-Rust CPU backend.
+    #[default]
+    Flex,
+    /// burn-ndarray (deprecated upstream since burn 0.22).
+    Ndarray,
+}
+
+impl Backend {
+    pub(crate) fn device(self) -> burn::prelude::Device {
+        match self {
+            Self::Flex => burn::prelude::Device::flex(),
+            // Kept selectable while burn ships it; see the enum's note.
+            #[allow(deprecated)]
+            Self::Ndarray => burn::prelude::Device::ndarray(),
+        }
+    }
+}
+
+/// How the model is run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ModelSection {
+    /// CPU backend for training and scoring.
+    pub(crate) backend: Backend,
 }
 
 /// Topic names and their partition count when tierflow creates them.

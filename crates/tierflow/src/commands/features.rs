@@ -22,21 +22,60 @@ pub(crate) async fn run(args: FeaturesArgs) -> Result<()> {
 }
 
 fn build(args: &FeaturesArgs) -> Result<()> {
-    let cutoffs = args
-        .cutoffs
+    let cutoffs = parse_cutoffs(&args.cutoffs)?;
+    let horizon_ms = i64::from(args.horizon_days) * EventTime::MILLIS_PER_DAY;
+    let built = build_rows(&args.events, &cutoffs, horizon_ms, &args.tier_thresholds)?;
+    let spec = FeatureSpec::current();
+    write_csv(&args.output, &spec, &built.rows, !args.tier_thresholds.is_empty())?;
+    write_meta(args, &spec, &cutoffs, &built.rows, &built.stats, &built.rejected)?;
+    eprintln!(
+        "{} rows ({} cutoffs, spec {}) from {} events; skipped {} invalid lines, {} duplicates, {} too late; {} users left out as expired; wrote {}",
+        built.rows.len(),
+        cutoffs.len(),
+        spec.id(),
+        built.stats.events,
+        built.rejected.values().sum::<u64>(),
+        built.stats.duplicates,
+        built.stats.too_late,
+        built.stats.expired_users,
+        args.output.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn parse_cutoffs(texts: &[String]) -> Result<Vec<EventTime>> {
+    texts
         .iter()
         .map(|c| EventTime::parse_rfc3339(c).with_context(|| format!("--cutoff {c}")))
-        .collect::<Result<Vec<_>>>()?;
-    let horizon_ms = i64::from(args.horizon_days) * EventTime::MILLIS_PER_DAY;
-    let (reader, bar) = open(&args.events)?;
-    let mut builder = DatasetBuilder::new(&cutoffs, horizon_ms)
-        .with_tier_thresholds(args.tier_thresholds.clone());
+        .collect()
+}
+
+/// Rows of the dataset builder over an event log, and what could not be used.
+pub(crate) struct BuiltRows {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) stats: BuildStats,
+    /// Invalid lines by "kind field".
+    pub(crate) rejected: BTreeMap<String, u64>,
+}
+
+/// One pass over an event log (JSON lines, .gz, or `-` for stdin) through the dataset
+/// builder, with a progress bar. Invalid lines are counted and skipped (the first of each
+/// kind is logged with its line number).
+pub(crate) fn build_rows(
+    events: &Path,
+    cutoffs: &[EventTime],
+    horizon_ms: i64,
+    tier_thresholds: &[f64],
+) -> Result<BuiltRows> {
+    let (reader, bar) = open(events)?;
+    let mut builder =
+        DatasetBuilder::new(cutoffs, horizon_ms).with_tier_thresholds(tier_thresholds.to_vec());
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
     for (number, line) in BufReader::with_capacity(1 << 20, reader)
         .split(b'\n')
         .enumerate()
     {
-        let line = line.with_context(|| format!("reading {}", args.events.display()))?;
+        let line = line.with_context(|| format!("reading {}", events.display()))?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -54,22 +93,11 @@ fn build(args: &FeaturesArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let (rows, stats) = builder.finish();
-    let spec = FeatureSpec::current();
-    write_csv(&args.output, &spec, &rows, !args.tier_thresholds.is_empty())?;
-    write_meta(args, &spec, &cutoffs, &rows, &stats, &rejected)?;
-    eprintln!(
-        "{} rows ({} cutoffs, spec {}) from {} events; skipped {} invalid lines, {} duplicates, {} too late; {} users left out as expired; wrote {}",
-        rows.len(),
-        cutoffs.len(),
-        spec.id(),
-        stats.events,
-        rejected.values().sum::<u64>(),
-        stats.duplicates,
-        stats.too_late,
-        stats.expired_users,
-        args.output.display()
-    );
-    Ok(())
+    Ok(BuiltRows {
+        rows,
+        stats,
+        rejected,
+    })
 }
 
 fn open(path: &Path) -> Result<(Box<dyn Read>, indicatif::ProgressBar)> {

@@ -5,6 +5,7 @@ mod features;
 mod generate;
 mod import;
 mod schemas;
+mod train;
 
 use anyhow::{Context, Result};
 
@@ -16,11 +17,16 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     if let Some(brokers) = &cli.brokers {
         config.kafka.brokers = brokers.clone();
     }
+    if let Some(backend) = cli.backend {
+        config.model.backend = backend;
+    }
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Generate(args) => generate::run(args, &config).await,
         Command::Import(args) => import::run(args, &config).await,
         Command::Features(args) => features::run(args).await,
+        Command::Train(args) => train::train(args, &config).await,
+        Command::Evaluate(args) => train::evaluate(args, &config).await,
         Command::Topics => topics(&config).await,
         Command::Schemas(args) => schemas::run(&args),
     }

@@ -1,0 +1,209 @@
+//! End to end, through the `tierflow` binary: train on generated and on real (UCI Online
+//! Retail) events, check the artifact, and hold the model to beating the classic baselines
+//! on the same held-out users; `evaluate` reproduces the training report from the artifact.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+
+fn tierflow(args: &[&str]) -> Result<Output> {
+    Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(args)
+        .env_remove("TIERFLOW_CONFIG")
+        .output()
+        .context("running tierflow")
+}
+
+fn ok(output: Output) -> Result<Output> {
+    ensure!(
+        output.status.success(),
+        "tierflow failed with {}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output)
+}
+
+fn data_file(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TIERFLOW_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "this test needs the real data set {} (set TIERFLOW_DATA_DIR to the folder holding it)",
+        path.display()
+    );
+    path
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The margins of the model over the best baseline, by metric name.
+fn margins(report: &Value) -> Vec<(String, f64, bool)> {
+    report["comparison"]["margins"]
+        .as_array()
+        .expect("margins")
+        .iter()
+        .map(|m| {
+            (
+                m["metric"].as_str().unwrap_or_default().to_owned(),
+                m["margin"].as_f64().unwrap_or(f64::NAN),
+                m["model_wins"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn assert_model_wins(report: &Value, metrics: &[&str]) {
+    let margins = margins(report);
+    for metric in metrics {
+        let (_, margin, wins) = margins
+            .iter()
+            .find(|(m, _, _)| m == metric)
+            .unwrap_or_else(|| panic!("no margin for {metric} in {margins:?}"));
+        assert!(*wins, "the model does not beat the best baseline on {metric} (margin {margin}): {margins:?}");
+    }
+}
+
+fn artifact_is_complete(dir: &Path) -> Result<Value> {
+    for file in [
+        "manifest.json",
+        "model.json",
+        "training.json",
+        "normalization.json",
+        "weights.bpk",
+        "report.json",
+        "report.md",
+        "plots/gain.svg",
+        "plots/lift.svg",
+        "plots/calibration.svg",
+        "plots/confusion.svg",
+    ] {
+        let path = dir.join(file);
+        ensure!(path.is_file(), "{} missing from the artifact", path.display());
+        ensure!(std::fs::metadata(&path)?.len() > 0, "{} is empty", path.display());
+    }
+    let manifest = read_json(&dir.join("manifest.json"))?;
+    ensure!(
+        manifest["feature_spec"].as_str() == Some(tierflow_features::FeatureSpec::current().id()),
+        "{manifest}"
+    );
+    ensure!(
+        manifest["model_version"].as_str().is_some_and(|v| v.starts_with("m1-")),
+        "{manifest}"
+    );
+    Ok(manifest)
+}
+
+#[test]
+fn trains_on_synthetic_events_beats_the_baselines_and_evaluate_reproduces_the_report() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let events = dir.path().join("events.jsonl.gz");
+    let events = events.to_str().unwrap();
+    ok(tierflow(&[
+        "generate", "--users", "3000", "--days", "90", "--seed", "11", "--duplicate", "0.01",
+        "--late", "0.01", "--malformed", "0.001", "-o", events,
+    ])?)?;
+    let model = dir.path().join("model");
+    let cutoffs = [
+        "--cutoff", "2026-01-31T00:00:00Z", "--cutoff", "2026-02-15T00:00:00Z", "--cutoff",
+        "2026-03-02T00:00:00Z",
+    ];
+    let mut args = vec!["train", "--events", events, "--horizon-days", "30", "-o"];
+    args.push(model.to_str().unwrap());
+    args.extend(cutoffs);
+    let output = ok(tierflow(&args)?)?;
+    let stdout = String::from_utf8(output.stdout)?;
+    assert!(stdout.contains("RFM"), "the summary names the baselines:\n{stdout}");
+    assert!(stdout.contains("BG/NBD"), "{stdout}");
+
+    let manifest = artifact_is_complete(&model)?;
+    assert_eq!(manifest["horizon_days"], 30);
+    assert_eq!(manifest["tiers"]["thresholds"].as_array().map(Vec::len), Some(4));
+    let report = read_json(&model.join("report.json"))?;
+    assert_model_wins(&report, &["tier_macro_f1", "churn_auc", "spend_gini"]);
+
+    // evaluate re-derives the same split from the artifact and gets the same numbers.
+    let again = dir.path().join("eval");
+    let mut args = vec!["evaluate", "--events", events, "--horizon-days", "30", "-m"];
+    args.push(model.to_str().unwrap());
+    args.extend(["-o", again.to_str().unwrap()]);
+    args.extend(cutoffs);
+    ok(tierflow(&args)?)?;
+    let evaluated = read_json(&again.join("report.json"))?;
+    assert_eq!(evaluated["comparison"], report["comparison"]);
+    assert!(again.join("plots/gain.svg").is_file());
+    Ok(())
+}
+
+#[test]
+fn beats_the_baselines_on_online_retail_cut_off_2011_08_31() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let events = dir.path().join("retail.jsonl");
+    let source = data_file("online_retail.csv.gz");
+    ok(tierflow(&[
+        "import",
+        "online-retail",
+        source.to_str().unwrap(),
+        "-o",
+        events.to_str().unwrap(),
+    ])?)?;
+    let model = dir.path().join("retail-model");
+    ok(tierflow(&[
+        "train",
+        "--events",
+        events.to_str().unwrap(),
+        // Earlier cutoffs add training rows; the last one is the protocol's: features up to
+        // 2011-08-31, labels to 2011-12-09 (100 days).
+        "--cutoff",
+        "2011-03-01T00:00:00Z",
+        "--cutoff",
+        "2011-06-01T00:00:00Z",
+        "--cutoff",
+        "2011-09-01T00:00:00Z",
+        "--horizon-days",
+        "100",
+        "-o",
+        model.to_str().unwrap(),
+    ])?)?;
+    artifact_is_complete(&model)?;
+    let report = read_json(&model.join("report.json"))?;
+    assert_model_wins(&report, &["churn_auc", "spend_gini"]);
+    Ok(())
+}
+
+#[test]
+fn train_explains_itself_and_refuses_bad_input_clearly() -> Result<()> {
+    let help = ok(tierflow(&["train", "--help"])?)?;
+    let help = String::from_utf8(help.stdout)?;
+    for needle in ["--cutoff", "--horizon-days", "--tier-thresholds", "--hidden", "early stopping"] {
+        assert!(help.contains(needle), "train --help lacks {needle}:\n{help}");
+    }
+    let dir = tempfile::tempdir()?;
+    let events = dir.path().join("events.jsonl");
+    ok(tierflow(&["generate", "--users", "50", "--days", "10", "-o", events.to_str().unwrap()])?)?;
+    // A cutoff before every event: nothing to learn from.
+    let output = tierflow(&[
+        "train", "--events", events.to_str().unwrap(), "--cutoff", "2020-01-01T00:00:00Z", "-o",
+        dir.path().join("m").to_str().unwrap(),
+    ])?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no rows"), "{stderr}");
+    // An artifact that is not one.
+    std::fs::create_dir_all(dir.path().join("broken"))?;
+    let output = tierflow(&[
+        "evaluate", "--events", events.to_str().unwrap(), "--cutoff", "2026-01-05T00:00:00Z",
+        "-m", dir.path().join("broken").to_str().unwrap(), "-o", dir.path().join("out").to_str().unwrap(),
+    ])?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("manifest.json"), "{stderr}");
+    Ok(())
+}
