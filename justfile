@@ -38,3 +38,11 @@ services-down:
 # Show whether they run.
 services-status:
     deploy/local/services.sh status
+
+# Retrain the committed default model (embedded in the binary) from the synthetic generator.
+default-model:
+    cargo run -p tierflow -- generate --users 5000 --days 90 --seed 42 -o target/default-model-events.jsonl.gz
+    cargo run -p tierflow -- train --events target/default-model-events.jsonl.gz \
+        --cutoff 2026-01-31T00:00:00Z --cutoff 2026-02-15T00:00:00Z --cutoff 2026-03-02T00:00:00Z \
+        --horizon-days 30 --source "synthetic(users=5000, days=90, seed=42)" \
+        -o crates/tierflow-model/default-model

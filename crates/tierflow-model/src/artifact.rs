@@ -186,6 +186,27 @@ impl Artifact {
         })
     }
 
+    /// The default model compiled into the binary: trained on the synthetic generator
+    /// (`just default-model` reproduces it), so the demo and `run` work with no files.
+    pub fn embedded_default() -> Result<Self, ArtifactError> {
+        Self::from_files(|name| {
+            let bytes: &[u8] = match name {
+                MANIFEST_FILE => include_bytes!("../default-model/manifest.json"),
+                MODEL_FILE => include_bytes!("../default-model/model.json"),
+                TRAINING_FILE => include_bytes!("../default-model/training.json"),
+                NORMALIZATION_FILE => include_bytes!("../default-model/normalization.json"),
+                WEIGHTS_FILE => include_bytes!("../default-model/weights.bpk"),
+                other => {
+                    return Err(ArtifactError::Io {
+                        path: PathBuf::from(other),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    });
+                }
+            };
+            Ok(bytes.to_vec())
+        })
+    }
+
     /// Reads only the manifest (cheap: what a hot-reload poll looks at).
     pub fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
         let path = dir.join(MANIFEST_FILE);
