@@ -40,7 +40,8 @@ fn data_file(name: &str) -> PathBuf {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -67,7 +68,10 @@ fn assert_model_wins(report: &Value, metrics: &[&str]) {
             .iter()
             .find(|(m, _, _)| m == metric)
             .unwrap_or_else(|| panic!("no margin for {metric} in {margins:?}"));
-        assert!(*wins, "the model does not beat the best baseline on {metric} (margin {margin}): {margins:?}");
+        assert!(
+            *wins,
+            "the model does not beat the best baseline on {metric} (margin {margin}): {margins:?}"
+        );
     }
 }
 
@@ -86,8 +90,16 @@ fn artifact_is_complete(dir: &Path) -> Result<Value> {
         "plots/confusion.svg",
     ] {
         let path = dir.join(file);
-        ensure!(path.is_file(), "{} missing from the artifact", path.display());
-        ensure!(std::fs::metadata(&path)?.len() > 0, "{} is empty", path.display());
+        ensure!(
+            path.is_file(),
+            "{} missing from the artifact",
+            path.display()
+        );
+        ensure!(
+            std::fs::metadata(&path)?.len() > 0,
+            "{} is empty",
+            path.display()
+        );
     }
     let manifest = read_json(&dir.join("manifest.json"))?;
     ensure!(
@@ -95,24 +107,44 @@ fn artifact_is_complete(dir: &Path) -> Result<Value> {
         "{manifest}"
     );
     ensure!(
-        manifest["model_version"].as_str().is_some_and(|v| v.starts_with("m1-")),
+        manifest["model_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("m1-")),
         "{manifest}"
     );
     Ok(manifest)
 }
 
 #[test]
-fn trains_on_synthetic_events_beats_the_baselines_and_evaluate_reproduces_the_report() -> Result<()> {
+fn trains_on_synthetic_events_beats_the_baselines_and_evaluate_reproduces_the_report() -> Result<()>
+{
     let dir = tempfile::tempdir()?;
     let events = dir.path().join("events.jsonl.gz");
     let events = events.to_str().unwrap();
     ok(tierflow(&[
-        "generate", "--users", "3000", "--days", "90", "--seed", "11", "--duplicate", "0.01",
-        "--late", "0.01", "--malformed", "0.001", "-o", events,
+        "generate",
+        "--users",
+        "3000",
+        "--days",
+        "90",
+        "--seed",
+        "11",
+        "--duplicate",
+        "0.01",
+        "--late",
+        "0.01",
+        "--malformed",
+        "0.001",
+        "-o",
+        events,
     ])?)?;
     let model = dir.path().join("model");
     let cutoffs = [
-        "--cutoff", "2026-01-31T00:00:00Z", "--cutoff", "2026-02-15T00:00:00Z", "--cutoff",
+        "--cutoff",
+        "2026-01-31T00:00:00Z",
+        "--cutoff",
+        "2026-02-15T00:00:00Z",
+        "--cutoff",
         "2026-03-02T00:00:00Z",
     ];
     let mut args = vec!["train", "--events", events, "--horizon-days", "30", "-o"];
@@ -120,12 +152,18 @@ fn trains_on_synthetic_events_beats_the_baselines_and_evaluate_reproduces_the_re
     args.extend(cutoffs);
     let output = ok(tierflow(&args)?)?;
     let stdout = String::from_utf8(output.stdout)?;
-    assert!(stdout.contains("RFM"), "the summary names the baselines:\n{stdout}");
+    assert!(
+        stdout.contains("RFM"),
+        "the summary names the baselines:\n{stdout}"
+    );
     assert!(stdout.contains("BG/NBD"), "{stdout}");
 
     let manifest = artifact_is_complete(&model)?;
     assert_eq!(manifest["horizon_days"], 30);
-    assert_eq!(manifest["tiers"]["thresholds"].as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        manifest["tiers"]["thresholds"].as_array().map(Vec::len),
+        Some(4)
+    );
     let report = read_json(&model.join("report.json"))?;
     assert_model_wins(&report, &["tier_macro_f1", "churn_auc", "spend_gini"]);
 
@@ -158,8 +196,16 @@ fn beats_the_baselines_on_online_retail_cut_off_2011_08_31() -> Result<()> {
     // The protocol: features up to 2011-08-31, labels to 2011-12-09 (100 days) at the last
     // cutoff, where 30% of the customers are held out; the monthly cutoffs before it add
     // training rows. Documented in README.md ("Model").
-    let mut args = vec!["train", "--events", events.to_str().unwrap(), "--horizon-days", "100"];
-    let cutoffs: Vec<String> = (1..=9).map(|m| format!("2011-{m:02}-01T00:00:00Z")).collect();
+    let mut args = vec![
+        "train",
+        "--events",
+        events.to_str().unwrap(),
+        "--horizon-days",
+        "100",
+    ];
+    let cutoffs: Vec<String> = (1..=9)
+        .map(|m| format!("2011-{m:02}-01T00:00:00Z"))
+        .collect();
     for cutoff in &cutoffs {
         args.extend(["--cutoff", cutoff.as_str()]);
     }
@@ -169,7 +215,13 @@ fn beats_the_baselines_on_online_retail_cut_off_2011_08_31() -> Result<()> {
     let report = read_json(&model.join("report.json"))?;
     assert_model_wins(
         &report,
-        &["tier_macro_f1", "churn_auc", "churn_pr_auc", "spend_gini", "spend_spearman"],
+        &[
+            "tier_macro_f1",
+            "churn_auc",
+            "churn_pr_auc",
+            "spend_gini",
+            "spend_spearman",
+        ],
     );
     Ok(())
 }
@@ -178,15 +230,37 @@ fn beats_the_baselines_on_online_retail_cut_off_2011_08_31() -> Result<()> {
 fn train_explains_itself_and_refuses_bad_input_clearly() -> Result<()> {
     let help = ok(tierflow(&["train", "--help"])?)?;
     let help = String::from_utf8(help.stdout)?;
-    for needle in ["--cutoff", "--horizon-days", "--tier-thresholds", "--hidden", "early stopping"] {
-        assert!(help.contains(needle), "train --help lacks {needle}:\n{help}");
+    for needle in [
+        "--cutoff",
+        "--horizon-days",
+        "--tier-thresholds",
+        "--hidden",
+        "early stopping",
+    ] {
+        assert!(
+            help.contains(needle),
+            "train --help lacks {needle}:\n{help}"
+        );
     }
     let dir = tempfile::tempdir()?;
     let events = dir.path().join("events.jsonl");
-    ok(tierflow(&["generate", "--users", "50", "--days", "10", "-o", events.to_str().unwrap()])?)?;
+    ok(tierflow(&[
+        "generate",
+        "--users",
+        "50",
+        "--days",
+        "10",
+        "-o",
+        events.to_str().unwrap(),
+    ])?)?;
     // A cutoff before every event: nothing to learn from.
     let output = tierflow(&[
-        "train", "--events", events.to_str().unwrap(), "--cutoff", "2020-01-01T00:00:00Z", "-o",
+        "train",
+        "--events",
+        events.to_str().unwrap(),
+        "--cutoff",
+        "2020-01-01T00:00:00Z",
+        "-o",
         dir.path().join("m").to_str().unwrap(),
     ])?;
     assert!(!output.status.success());
@@ -195,8 +269,15 @@ fn train_explains_itself_and_refuses_bad_input_clearly() -> Result<()> {
     // An artifact that is not one.
     std::fs::create_dir_all(dir.path().join("broken"))?;
     let output = tierflow(&[
-        "evaluate", "--events", events.to_str().unwrap(), "--cutoff", "2026-01-05T00:00:00Z",
-        "-m", dir.path().join("broken").to_str().unwrap(), "-o", dir.path().join("out").to_str().unwrap(),
+        "evaluate",
+        "--events",
+        events.to_str().unwrap(),
+        "--cutoff",
+        "2026-01-05T00:00:00Z",
+        "-m",
+        dir.path().join("broken").to_str().unwrap(),
+        "-o",
+        dir.path().join("out").to_str().unwrap(),
     ])?;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -211,18 +292,38 @@ fn the_committed_default_model_is_reproduced_by_its_recipe() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let events = dir.path().join("events.jsonl.gz");
     ok(tierflow(&[
-        "generate", "--users", "5000", "--days", "90", "--seed", "42", "-o", events.to_str().unwrap(),
+        "generate",
+        "--users",
+        "5000",
+        "--days",
+        "90",
+        "--seed",
+        "42",
+        "-o",
+        events.to_str().unwrap(),
     ])?)?;
     let model = dir.path().join("default-model");
     ok(tierflow(&[
-        "train", "--events", events.to_str().unwrap(), "--cutoff", "2026-01-31T00:00:00Z",
-        "--cutoff", "2026-02-15T00:00:00Z", "--cutoff", "2026-03-02T00:00:00Z",
-        "--horizon-days", "30", "--source", "synthetic(users=5000, days=90, seed=42)", "-o",
+        "train",
+        "--events",
+        events.to_str().unwrap(),
+        "--cutoff",
+        "2026-01-31T00:00:00Z",
+        "--cutoff",
+        "2026-02-15T00:00:00Z",
+        "--cutoff",
+        "2026-03-02T00:00:00Z",
+        "--horizon-days",
+        "30",
+        "--source",
+        "synthetic(users=5000, days=90, seed=42)",
+        "-o",
         model.to_str().unwrap(),
     ])?)?;
     let rebuilt = read_json(&model.join("manifest.json"))?;
     let committed = read_json(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tierflow-model/default-model/manifest.json"),
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tierflow-model/default-model/manifest.json"),
     )?;
     assert_eq!(rebuilt["model_version"], committed["model_version"]);
     assert_eq!(rebuilt["tiers"], committed["tiers"]);

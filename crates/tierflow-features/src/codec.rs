@@ -135,8 +135,8 @@ pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
         STATE_FORMAT_VERSION => {
             let wire: WireV2 = decode_body(format, body)?;
             let newest = wire.base.newest_ms.unwrap_or(0);
-            let mut state =
-                from_v1(wire.base).map_err(|reason| StateDecodeError::Corrupt { format, reason })?;
+            let mut state = from_v1(wire.base)
+                .map_err(|reason| StateDecodeError::Corrupt { format, reason })?;
             let first_purchase_ms = match wire.first_purchase_back {
                 Some(back) => Some(
                     i64::try_from(back)
@@ -310,7 +310,10 @@ mod tests {
         let day = crate::spec::DAY_MS;
         let mut state = UserState::default();
         let t0 = 1_750_000_000_000;
-        for (i, (d, r)) in [(0, 10.0), (0, 5.0), (3, 20.0), (40, 7.5)].iter().enumerate() {
+        for (i, (d, r)) in [(0, 10.0), (0, 5.0), (3, 20.0), (40, 7.5)]
+            .iter()
+            .enumerate()
+        {
             assert_eq!(
                 state.apply(&purchase(&format!("e{i}"), t0 + d * day + i as i64, *r)),
                 crate::Applied::Updated
@@ -326,7 +329,7 @@ mod tests {
 
         // Format 1 bytes (as an older build wrote them) decode and migrate.
         let mut v1 = vec![1u8];
-        bincode::serde::encode_into_std_write(&wire_v1(&state), &mut v1, config()).unwrap();
+        bincode::serde::encode_into_std_write(wire_v1(&state), &mut v1, config()).unwrap();
         let migrated = decode_state(&v1).unwrap();
         assert_eq!(migrated.lifetime, state.lifetime);
         assert_eq!(

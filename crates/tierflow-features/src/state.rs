@@ -193,7 +193,8 @@ impl UserState {
                     self.lifetime.purchase_days = self.lifetime.purchase_days.saturating_add(1);
                 }
                 self.lifetime.orders = self.lifetime.orders.saturating_add(1);
-                self.lifetime.net_spend_cents = self.lifetime.net_spend_cents.saturating_add(revenue);
+                self.lifetime.net_spend_cents =
+                    self.lifetime.net_spend_cents.saturating_add(revenue);
                 self.lifetime.first_purchase_ms =
                     Some(self.lifetime.first_purchase_ms.map_or(ts, |f| f.min(ts)));
                 if let Err(i) = self.purchases_ms.binary_search(&ts) {
@@ -205,7 +206,8 @@ impl UserState {
                 self.set_cart(0, ts);
             }
             EventType::Refund => {
-                self.lifetime.net_spend_cents = self.lifetime.net_spend_cents.saturating_sub(refund);
+                self.lifetime.net_spend_cents =
+                    self.lifetime.net_spend_cents.saturating_sub(refund);
             }
             EventType::AddToCart => {
                 let value = line_value(event);

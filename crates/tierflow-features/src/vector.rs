@@ -134,10 +134,9 @@ pub fn write_features(state: &UserState, as_of: EventTime, out: &mut [f32]) {
     scalars[13] = state.lifetime.purchase_days as f32;
     scalars[14] = cents(state.lifetime.net_spend_cents);
     // Uncapped (unlike the other "days since"): a long history is the point of it.
-    scalars[15] = state
-        .lifetime
-        .first_purchase_ms
-        .map_or(0.0, |t| (now.saturating_sub(t).max(0) as f64 / DAY_MS) as f32);
+    scalars[15] = state.lifetime.first_purchase_ms.map_or(0.0, |t| {
+        (now.saturating_sub(t).max(0) as f64 / DAY_MS) as f32
+    });
 }
 
 fn cents(value: i64) -> f32 {

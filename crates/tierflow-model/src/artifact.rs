@@ -121,7 +121,6 @@ impl Artifact {
     /// Packs a trained model. `created_at` is passed in (the caller owns the clock).
     pub fn new(
         model: &ValueModel,
-        model_config: ModelConfig,
         training_config: TrainingConfig,
         normalizer: Normalizer,
         tiers: TierDefinition,
@@ -129,6 +128,7 @@ impl Artifact {
         created_at: String,
         data: DataSummary,
     ) -> Result<Self, ArtifactError> {
+        let model_config = training_config.model.clone();
         let weights = model
             .clone()
             .into_record()
@@ -233,11 +233,11 @@ impl Artifact {
                 current: current.id().to_owned(),
             });
         }
-        let text = |bytes: Vec<u8>, file: &str| {
-            String::from_utf8(bytes).map_err(|e| invalid(file, e))
-        };
-        let model_config = ModelConfig::load_binary(text(read(MODEL_FILE)?, MODEL_FILE)?.as_bytes())
-            .map_err(|e| invalid(MODEL_FILE, e))?;
+        let text =
+            |bytes: Vec<u8>, file: &str| String::from_utf8(bytes).map_err(|e| invalid(file, e));
+        let model_config =
+            ModelConfig::load_binary(text(read(MODEL_FILE)?, MODEL_FILE)?.as_bytes())
+                .map_err(|e| invalid(MODEL_FILE, e))?;
         let training_config =
             TrainingConfig::load_binary(text(read(TRAINING_FILE)?, TRAINING_FILE)?.as_bytes())
                 .map_err(|e| invalid(TRAINING_FILE, e))?;
@@ -324,11 +324,18 @@ impl Artifact {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut files: Vec<(String, Vec<u8>)> = vec![
             (WEIGHTS_FILE.into(), self.weights.clone()),
-            (MODEL_FILE.into(), self.model_config.to_string().into_bytes()),
-            (TRAINING_FILE.into(), self.training_config.to_string().into_bytes()),
+            (
+                MODEL_FILE.into(),
+                self.model_config.to_string().into_bytes(),
+            ),
+            (
+                TRAINING_FILE.into(),
+                self.training_config.to_string().into_bytes(),
+            ),
             (
                 NORMALIZATION_FILE.into(),
-                serde_json::to_vec_pretty(&self.normalizer).map_err(|e| invalid(NORMALIZATION_FILE, e))?,
+                serde_json::to_vec_pretty(&self.normalizer)
+                    .map_err(|e| invalid(NORMALIZATION_FILE, e))?,
             ),
         ];
         files.extend(extra.iter().cloned());
@@ -345,7 +352,8 @@ impl Artifact {
             let unique = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let temporary = path.with_file_name(format!(
                 ".{}.{}-{unique}.tmp",
-                path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                path.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                 std::process::id()
             ));
             std::fs::write(&temporary, bytes).map_err(io(&temporary))?;
@@ -364,7 +372,8 @@ fn config_files_checksum(
     let mut digest = Fnv::default();
     digest.write(model.to_string().as_bytes());
     digest.write(training.to_string().as_bytes());
-    digest.write(&serde_json::to_vec_pretty(normalizer).map_err(|e| invalid(NORMALIZATION_FILE, e))?);
+    digest
+        .write(&serde_json::to_vec_pretty(normalizer).map_err(|e| invalid(NORMALIZATION_FILE, e))?);
     Ok(format!("{:016x}", digest.0))
 }
 

@@ -43,7 +43,11 @@ impl SpendCalibration {
             let mean = |b: &(f64, f64, f64)| b.1 / b.2;
             if mean(&blocks[i]) >= mean(&blocks[i + 1]) {
                 let next = blocks.remove(i + 1);
-                blocks[i] = (blocks[i].0 + next.0, blocks[i].1 + next.1, blocks[i].2 + next.2);
+                blocks[i] = (
+                    blocks[i].0 + next.0,
+                    blocks[i].1 + next.1,
+                    blocks[i].2 + next.2,
+                );
                 i = i.saturating_sub(1);
             } else {
                 i += 1;
@@ -71,10 +75,18 @@ impl SpendCalibration {
             return 0.0;
         }
         if raw <= first.0 {
-            return if first.0 > 0.0 { raw.max(0.0) * first.1 / first.0 } else { first.1 };
+            return if first.0 > 0.0 {
+                raw.max(0.0) * first.1 / first.0
+            } else {
+                first.1
+            };
         }
         if raw >= last.0 {
-            return if last.0 > 0.0 { raw * last.1 / last.0 } else { last.1 };
+            return if last.0 > 0.0 {
+                raw * last.1 / last.0
+            } else {
+                last.1
+            };
         }
         let at = knots.partition_point(|k| k.0 <= raw);
         let (x0, y0) = knots[at - 1];
@@ -105,10 +117,21 @@ mod tests {
         // Actual spend falls with the prediction in the middle: PAVA flattens it.
         let raw: Vec<f32> = (0..1000).map(|i| i as f32).collect();
         let actual: Vec<f64> = (0..1000)
-            .map(|i| if (250..750).contains(&i) { 50.0 } else { f64::from(i) })
+            .map(|i| {
+                if (250..750).contains(&i) {
+                    50.0
+                } else {
+                    f64::from(i)
+                }
+            })
             .collect();
         let cal = SpendCalibration::fit(&raw, &actual).unwrap();
-        assert!(cal.knots.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1), "{cal:?}");
+        assert!(
+            cal.knots
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+            "{cal:?}"
+        );
         assert!(SpendCalibration::fit(&raw[..50], &actual[..50]).is_none());
         assert_eq!(SpendCalibration::default().apply(7.0), 7.0);
         assert_eq!(cal.apply(f32::NAN), 0.0);

@@ -128,7 +128,11 @@ impl TierDefinition {
     /// Quantile tiers fitted on training spend (see `TierScheme::Quantiles`).
     pub fn fit_quantiles(train_spend: &[f64], tiers: usize) -> Self {
         assert!(tiers >= 2, "need at least two tiers");
-        let mut positive: Vec<f64> = train_spend.iter().copied().filter(|s| *s >= ONE_CENT).collect();
+        let mut positive: Vec<f64> = train_spend
+            .iter()
+            .copied()
+            .filter(|s| *s >= ONE_CENT)
+            .collect();
         positive.sort_by(f64::total_cmp);
         let mut thresholds = vec![ONE_CENT];
         let bins = tiers - 1;
@@ -231,7 +235,11 @@ impl Normalizer {
             for (((x, o), m), s) in row_in.iter().zip(row_out).zip(&self.mean).zip(&self.std) {
                 let v = (squash(*x) - m) / s;
                 // Non-finite input (NaN, ±inf) becomes the training mean, never a NaN score.
-                *o = if v.is_finite() { v.clamp(-50.0, 50.0) } else { 0.0 };
+                *o = if v.is_finite() {
+                    v.clamp(-50.0, 50.0)
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -293,7 +301,10 @@ mod tests {
     #[test]
     fn quantile_tiers_stay_ascending_when_spend_is_degenerate() {
         let tiers = TierDefinition::fit_quantiles(&[0.0, 5.0, 5.0, 5.0], 5);
-        assert!(tiers.thresholds.windows(2).all(|w| w[0] < w[1]), "{tiers:?}");
+        assert!(
+            tiers.thresholds.windows(2).all(|w| w[0] < w[1]),
+            "{tiers:?}"
+        );
         let empty = TierDefinition::fit_quantiles(&[], 3);
         assert_eq!(empty.tiers(), 3);
     }

@@ -83,7 +83,9 @@ impl ValueModel {
     pub fn forward(&self, input: Tensor<2>) -> HeadOutputs {
         let mut x = input;
         for layer in &self.layers {
-            x = self.dropout.forward(self.activation.forward(layer.forward(x)));
+            x = self
+                .dropout
+                .forward(self.activation.forward(layer.forward(x)));
         }
         HeadOutputs {
             tier_logits: self.tier_head.forward(x.clone()),
@@ -182,7 +184,8 @@ pub fn losses(out: HeadOutputs, targets: &Targets, weights: &LossWeights) -> Los
     let tier = weighted_cross_entropy(out.tier_logits, &targets.tier_one_hot, &targets.tier_weight);
     let churn = bce_with_logits(out.churn_logit, targets.churned.clone()).mean();
     let spend = ziln_loss(out.spend, targets.spend.clone());
-    let total = tier.clone() * weights.tier + churn.clone() * weights.churn + spend.clone() * weights.spend;
+    let total =
+        tier.clone() * weights.tier + churn.clone() * weights.churn + spend.clone() * weights.spend;
     Losses {
         total,
         tier,
@@ -192,7 +195,11 @@ pub fn losses(out: HeadOutputs, targets: &Targets, weights: &LossWeights) -> Los
 }
 
 /// Class-weighted cross entropy, normalised by the sum of the weights (as PyTorch does).
-fn weighted_cross_entropy(logits: Tensor<2>, one_hot: &Tensor<2>, row_weight: &Tensor<2>) -> Tensor<1> {
+fn weighted_cross_entropy(
+    logits: Tensor<2>,
+    one_hot: &Tensor<2>,
+    row_weight: &Tensor<2>,
+) -> Tensor<1> {
     let nll = -(log_softmax(logits, 1) * one_hot.clone()).sum_dim(1);
     (nll * row_weight.clone()).sum() / row_weight.clone().sum()
 }
@@ -216,6 +223,7 @@ pub fn ziln_loss(spend_out: Tensor<2>, spend: Tensor<2>) -> Tensor<1> {
     let safe = spend * positive.clone() + (positive.clone().neg() + 1.0);
     let log_y = safe.log();
     let z = (log_y.clone() - mu) / sigma.clone();
-    let nll = log_y + sigma.log() + z.powi_scalar(2) / 2.0 + 0.5 * (2.0 * std::f32::consts::PI).ln();
+    let nll =
+        log_y + sigma.log() + z.powi_scalar(2) / 2.0 + 0.5 * (2.0 * std::f32::consts::PI).ln();
     classification + (nll * positive).mean()
 }

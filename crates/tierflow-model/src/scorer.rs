@@ -25,6 +25,8 @@ pub struct Scorer {
 /// Scores of a batch, column by column (no per-row allocation).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScoreBatch {
+    /// The model that produced every row of this batch.
+    pub model_version: String,
     pub tiers: usize,
     /// Row-major `[rows, tiers]`.
     pub tier_probabilities: Vec<f32>,
@@ -111,7 +113,7 @@ impl Scorer {
 
     fn input(&self, features: &[f32], device: &Device) -> Result<(Tensor<2>, usize), ScoreError> {
         let width = self.width();
-        if features.len() % width != 0 {
+        if !features.len().is_multiple_of(width) {
             return Err(ScoreError::Shape {
                 width,
                 len: features.len(),
@@ -130,6 +132,7 @@ impl Scorer {
         let (x, rows) = self.input(features, &self.device)?;
         if rows == 0 {
             return Ok(ScoreBatch {
+                model_version: self.version().to_owned(),
                 tiers: self.tiers(),
                 ..ScoreBatch::default()
             });
@@ -141,6 +144,7 @@ impl Scorer {
                 .unwrap_or_else(|e| unreachable!("model outputs are f32: {e:?}"))
         };
         Ok(ScoreBatch {
+            model_version: self.version().to_owned(),
             tiers: self.tiers(),
             tier_probabilities: column(p.tier_probabilities),
             churn_risk: column(p.churn_risk),
@@ -159,7 +163,11 @@ impl Scorer {
     /// the expected tier index, where input is the normalised value (0 = the average training
     /// user). Positive contributions push the tier up. One forward and one backward pass for
     /// the whole batch.
-    pub fn explain(&self, features: &[f32], top: usize) -> Result<Vec<Vec<ReasonCode>>, ScoreError> {
+    pub fn explain(
+        &self,
+        features: &[f32],
+        top: usize,
+    ) -> Result<Vec<Vec<ReasonCode>>, ScoreError> {
         let autodiff = self.device.clone().autodiff();
         let (x, rows) = self.input(features, &autodiff)?;
         if rows == 0 {
@@ -179,9 +187,15 @@ impl Scorer {
         for row in 0..rows {
             let at = row * width;
             let contribution = |j: usize| {
-                gradient.get(at + j).copied().unwrap_or(0.0) * input.get(at + j).copied().unwrap_or(0.0)
+                gradient.get(at + j).copied().unwrap_or(0.0)
+                    * input.get(at + j).copied().unwrap_or(0.0)
             };
-            order.sort_by(|a, b| contribution(*b).abs().total_cmp(&contribution(*a).abs()).then(a.cmp(b)));
+            order.sort_by(|a, b| {
+                contribution(*b)
+                    .abs()
+                    .total_cmp(&contribution(*a).abs())
+                    .then(a.cmp(b))
+            });
             out.push(
                 order
                     .iter()

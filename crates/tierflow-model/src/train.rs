@@ -81,7 +81,11 @@ impl Prepared {
             features: normalizer.apply(&data.features),
             width: data.width,
             tiers: data.spend.iter().map(|s| tiers.tier_of(*s)).collect(),
-            churned: data.churned.iter().map(|c| f32::from(u8::from(*c))).collect(),
+            churned: data
+                .churned
+                .iter()
+                .map(|c| f32::from(u8::from(*c)))
+                .collect(),
             spend: data.spend.iter().map(|s| s.max(0.0) as f32).collect(),
         }
     }
@@ -111,7 +115,9 @@ impl Prepared {
             churned.push(self.churned[i]);
             spend.push(self.spend[i]);
         }
-        let t = |v: Vec<f32>, cols: usize| Tensor::<2>::from_data(TensorData::new(v, [n, cols]), device);
+        let t = |v: Vec<f32>, cols: usize| {
+            Tensor::<2>::from_data(TensorData::new(v, [n, cols]), device)
+        };
         (
             t(x, self.width),
             Targets {
@@ -155,7 +161,11 @@ pub fn train(
     device: &Device,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Trained {
-    assert_eq!(config.model.tiers, tiers.tiers(), "model tiers vs tier definition");
+    assert_eq!(
+        config.model.tiers,
+        tiers.tiers(),
+        "model tiers vs tier definition"
+    );
     let train_rows = Prepared::new(train, normalizer, tiers);
     let validation_rows = Prepared::new(validation, normalizer, tiers);
     let class_weights = if config.class_weights {

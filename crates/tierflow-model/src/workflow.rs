@@ -136,7 +136,9 @@ pub fn train_and_evaluate(
         return Err(WorkflowError::Empty("train on"));
     }
     if parts.validation.is_empty() {
-        return Err(WorkflowError::Empty("validate on (too few users for the split)"));
+        return Err(WorkflowError::Empty(
+            "validate on (too few users for the split)",
+        ));
     }
     let tiers = match &plan.tiers {
         TierChoice::Quantiles(k) => TierDefinition::fit_quantiles(&parts.train.spend, *k),
@@ -171,7 +173,6 @@ pub fn train_and_evaluate(
     };
     let artifact = Artifact::new(
         &trained.model,
-        config.model.clone(),
         config.clone(),
         normalizer,
         tiers,
@@ -179,7 +180,7 @@ pub fn train_and_evaluate(
         plan.created_at.clone(),
         summary,
     )?;
-    // Calibrate expected spend on the validation users (never on the test users).
+    // Calibrate expected spend on training and validation users (never on the test users).
     let uncalibrated = Scorer::new(&artifact, device)?;
     let mut raw: Vec<f32> = Vec::new();
     let mut actual: Vec<f64> = Vec::new();
@@ -267,16 +268,31 @@ fn evaluate(artifact: &Artifact, parts: &Split, device: &Device) -> Result<Repor
         baseline_predictions.push((baseline.name().to_owned(), predictions));
     }
     let comparison = Comparison::new(model_eval, baseline_evals);
-    let mut gain = vec![("model".to_owned(), metrics::gain_curve(&truth.spend, &model.spend, 50))];
-    let mut lift = vec![("model".to_owned(), metrics::lift_by_decile(&truth.spend, &model.spend))];
+    let mut gain = vec![(
+        "model".to_owned(),
+        metrics::gain_curve(&truth.spend, &model.spend, 50),
+    )];
+    let mut lift = vec![(
+        "model".to_owned(),
+        metrics::lift_by_decile(&truth.spend, &model.spend),
+    )];
     let mut calibration = vec![(
         "model".to_owned(),
         metrics::calibration(&model.churn, &truth.churned, 10),
     )];
     for (name, p) in &baseline_predictions {
-        gain.push((name.clone(), metrics::gain_curve(&truth.spend, &p.spend, 50)));
-        lift.push((name.clone(), metrics::lift_by_decile(&truth.spend, &p.spend)));
-        calibration.push((name.clone(), metrics::calibration(&p.churn, &truth.churned, 10)));
+        gain.push((
+            name.clone(),
+            metrics::gain_curve(&truth.spend, &p.spend, 50),
+        ));
+        lift.push((
+            name.clone(),
+            metrics::lift_by_decile(&truth.spend, &p.spend),
+        ));
+        calibration.push((
+            name.clone(),
+            metrics::calibration(&p.churn, &truth.churned, 10),
+        ));
     }
     Ok(Report {
         model_version: artifact.version().to_owned(),
@@ -353,18 +369,26 @@ pub fn write_report(report: &Report, dir: &Path) -> Result<(), WorkflowError> {
     let json = serde_json::to_vec_pretty(report).map_err(|e| err(&e))?;
     std::fs::write(dir.join("report.json"), json).map_err(|e| err(&e))?;
     std::fs::write(dir.join("report.md"), report.to_markdown()).map_err(|e| err(&e))?;
-    let gain: Vec<(&str, Vec<(f64, f64)>)> =
-        report.gain.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+    let gain: Vec<(&str, Vec<(f64, f64)>)> = report
+        .gain
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.clone()))
+        .collect();
     let plots_dir = dir.join("plots");
     plots::gain_chart(&plots_dir.join("gain.svg"), &gain).map_err(|e| err(&e))?;
-    let lift: Vec<(&str, Vec<f64>)> = report.lift.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let lift: Vec<(&str, Vec<f64>)> = report
+        .lift
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
     plots::lift_chart(&plots_dir.join("lift.svg"), &lift).map_err(|e| err(&e))?;
     let calibration: Vec<(&str, &[metrics::CalibrationBin])> = report
         .calibration
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
-    plots::calibration_chart(&plots_dir.join("calibration.svg"), &calibration).map_err(|e| err(&e))?;
+    plots::calibration_chart(&plots_dir.join("calibration.svg"), &calibration)
+        .map_err(|e| err(&e))?;
     plots::confusion_matrix(
         &plots_dir.join("confusion.svg"),
         &format!("Value tiers, model {}", report.model_version),
@@ -397,7 +421,7 @@ impl Report {
             out.push_str(&format!("\nBaseline {name} left out: {reason}.\n"));
         }
         if let Some(last) = self.epochs.last() {
-            let best = self.epochs.iter().find(|e| e.best && self.epochs.iter().filter(|x| x.best).last().map(|x| x.epoch) == Some(e.epoch));
+            let best = self.epochs.iter().rfind(|e| e.best);
             out.push_str(&format!(
                 "\nTraining: {} epochs; best validation loss {:.4} at epoch {} (last epoch: train {:.4}, validation {:.4}).\n",
                 self.epochs.len(),

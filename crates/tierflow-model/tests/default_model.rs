@@ -12,10 +12,15 @@ use tierflow_model::{Artifact, ModelHandle};
 fn the_embedded_default_loads_scores_and_matches_the_committed_directory() {
     let embedded = Artifact::embedded_default().expect("the default model fits this build");
     assert_eq!(embedded.manifest.feature_spec, FeatureSpec::current().id());
-    let on_disk = Artifact::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("default-model"))
-        .expect("default-model/ loads");
+    let on_disk =
+        Artifact::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("default-model"))
+            .expect("default-model/ loads");
     assert_eq!(on_disk.version(), embedded.version());
-    assert!(embedded.manifest.data.source.starts_with("synthetic("), "{:?}", embedded.manifest.data);
+    assert!(
+        embedded.manifest.data.source.starts_with("synthetic("),
+        "{:?}",
+        embedded.manifest.data
+    );
 
     let handle = ModelHandle::fixed(&embedded, &Device::flex()).unwrap();
     let scorer = handle.current();
@@ -28,7 +33,8 @@ fn the_embedded_default_loads_scores_and_matches_the_committed_directory() {
         seed: 4242,
         ..SynthConfig::default()
     };
-    let cutoff = EventTime::from_unix_millis(config.start.unix_millis() + 60 * EventTime::MILLIS_PER_DAY);
+    let cutoff =
+        EventTime::from_unix_millis(config.start.unix_millis() + 60 * EventTime::MILLIS_PER_DAY);
     let mut builder = DatasetBuilder::new(&[cutoff], 30 * EventTime::MILLIS_PER_DAY);
     for record in generate(&config) {
         if let Record::Event(event) = record {
@@ -36,7 +42,10 @@ fn the_embedded_default_loads_scores_and_matches_the_committed_directory() {
         }
     }
     let (rows, _) = builder.finish();
-    let features: Vec<f32> = rows.iter().flat_map(|r| r.features.iter().copied()).collect();
+    let features: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| r.features.iter().copied())
+        .collect();
     let batch = scorer.score(&features).unwrap();
     let mean_of = |segment: Segment, column: &[f32]| {
         let values: Vec<f32> = rows
@@ -53,8 +62,14 @@ fn the_embedded_default_loads_scores_and_matches_the_committed_directory() {
     };
     let loyal_value = mean_of(Segment::LoyalHighSpender, &batch.expected_value);
     let browser_value = mean_of(Segment::Browser, &batch.expected_value);
-    assert!(loyal_value > 3.0 * browser_value, "{loyal_value} vs {browser_value}");
+    assert!(
+        loyal_value > 3.0 * browser_value,
+        "{loyal_value} vs {browser_value}"
+    );
     let loyal_churn = mean_of(Segment::LoyalHighSpender, &batch.churn_risk);
     let browser_churn = mean_of(Segment::Browser, &batch.churn_risk);
-    assert!(loyal_churn < browser_churn, "{loyal_churn} vs {browser_churn}");
+    assert!(
+        loyal_churn < browser_churn,
+        "{loyal_churn} vs {browser_churn}"
+    );
 }

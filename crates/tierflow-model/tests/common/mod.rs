@@ -114,7 +114,6 @@ pub(crate) fn pack(
     };
     Artifact::new(
         model,
-        config.model.clone(),
         config.clone(),
         normalizer,
         tiers,

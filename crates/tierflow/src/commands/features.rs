@@ -26,8 +26,20 @@ fn build(args: &FeaturesArgs) -> Result<()> {
     let horizon_ms = i64::from(args.horizon_days) * EventTime::MILLIS_PER_DAY;
     let built = build_rows(&args.events, &cutoffs, horizon_ms, &args.tier_thresholds)?;
     let spec = FeatureSpec::current();
-    write_csv(&args.output, &spec, &built.rows, !args.tier_thresholds.is_empty())?;
-    write_meta(args, &spec, &cutoffs, &built.rows, &built.stats, &built.rejected)?;
+    write_csv(
+        &args.output,
+        &spec,
+        &built.rows,
+        !args.tier_thresholds.is_empty(),
+    )?;
+    write_meta(
+        args,
+        &spec,
+        &cutoffs,
+        &built.rows,
+        &built.stats,
+        &built.rejected,
+    )?;
     eprintln!(
         "{} rows ({} cutoffs, spec {}) from {} events; skipped {} invalid lines, {} duplicates, {} too late; {} users left out as expired; wrote {}",
         built.rows.len(),

@@ -1,7 +1,6 @@
 //! `tierflow train` and `tierflow evaluate`: the model protocol of `tierflow_model::workflow`
 //! over an event log, with progress bars and a readable summary.
 
-
 use anyhow::{Context, Result, bail};
 use burn::config::Config as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,7 +48,10 @@ fn load_rows(data: &DataArgs) -> Result<Dataset> {
             data.events.display()
         );
     }
-    Ok(Dataset::from_rows(&built.rows, FeatureSpec::current().len()))
+    Ok(Dataset::from_rows(
+        &built.rows,
+        FeatureSpec::current().len(),
+    ))
 }
 
 fn training_config(args: &TrainArgs) -> Result<TrainingConfig> {
@@ -152,7 +154,10 @@ fn evaluate_blocking(args: &EvaluateArgs, device: &burn::prelude::Device) -> Res
     let report = workflow::evaluate_artifact(&artifact, &data, args.all_users, device)?;
     workflow::write_report(&report, &args.output)?;
     summary(&report.to_markdown());
-    eprintln!("report written to {}", args.output.join("report.md").display());
+    eprintln!(
+        "report written to {}",
+        args.output.join("report.md").display()
+    );
     Ok(())
 }
 
@@ -173,4 +178,3 @@ fn summary(markdown: &str) {
     let _ = out.write_all(markdown.as_bytes());
     let _ = out.flush();
 }
-
