@@ -2,9 +2,8 @@
 //! broker (tansu from the testkit) and come back identical through a consumer group with
 //! committed offsets; the demo runs on embedded defaults; the CLI explains itself.
 
+mod common;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -17,42 +16,7 @@ use tierflow_stream::KafkaConfig;
 use tierflow_stream::consume::{committed_offsets, group_consumer};
 use tierflow_testkit::{broker, unique_name};
 
-fn tierflow(args: &[&str]) -> Result<Output> {
-    let output = Command::new(env!("CARGO_BIN_EXE_tierflow"))
-        .args(args)
-        .env_remove("TIERFLOW_CONFIG")
-        .output()
-        .context("running tierflow")?;
-    Ok(output)
-}
-
-fn ok(output: Output) -> Result<Output> {
-    ensure!(
-        output.status.success(),
-        "tierflow failed with {}:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(output)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The shared real data sets: `$TIERFLOW_DATA_DIR`, else `../shared/data` beside the checkout.
-fn data_file(name: &str) -> PathBuf {
-    let dir = std::env::var_os("TIERFLOW_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/data"));
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "this test needs the real data set {} (set TIERFLOW_DATA_DIR to the folder holding it)",
-        path.display()
-    );
-    path
-}
+use common::{data_file, ok, tierflow, workspace_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_events_round_trip_through_a_real_broker_and_consumer_group() -> Result<()> {

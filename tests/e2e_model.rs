@@ -2,42 +2,13 @@
 //! Retail) events, check the artifact, and hold the model to beating the classic baselines
 //! on the same held-out users; `evaluate` reproduces the training report from the artifact.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
-fn tierflow(args: &[&str]) -> Result<Output> {
-    Command::new(env!("CARGO_BIN_EXE_tierflow"))
-        .args(args)
-        .env_remove("TIERFLOW_CONFIG")
-        .output()
-        .context("running tierflow")
-}
-
-fn ok(output: Output) -> Result<Output> {
-    ensure!(
-        output.status.success(),
-        "tierflow failed with {}:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(output)
-}
-
-fn data_file(name: &str) -> PathBuf {
-    let dir = std::env::var_os("TIERFLOW_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "this test needs the real data set {} (set TIERFLOW_DATA_DIR to the folder holding it)",
-        path.display()
-    );
-    path
-}
+use common::{data_file, ok, tierflow, workspace_root};
 
 fn read_json(path: &Path) -> Result<Value> {
     let text =
@@ -321,10 +292,8 @@ fn the_committed_default_model_is_reproduced_by_its_recipe() -> Result<()> {
         model.to_str().unwrap(),
     ])?)?;
     let rebuilt = read_json(&model.join("manifest.json"))?;
-    let committed = read_json(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tierflow-model/default-model/manifest.json"),
-    )?;
+    let committed =
+        read_json(&workspace_root().join("crates/tierflow-model/default-model/manifest.json"))?;
     assert_eq!(rebuilt["model_version"], committed["model_version"]);
     assert_eq!(rebuilt["tiers"], committed["tiers"]);
     Ok(())
