@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use tierflow_events::{EventTime, EventType};
 
 use crate::spec::LEVELS;
-use crate::state::{Bucket, Lifetime, SessionMark, UserState};
+use crate::state::{Bucket, Lifetime, Published, SessionMark, UserState};
 
 /// Format of the bytes `encode_state` writes.
-pub const STATE_FORMAT_VERSION: u8 = 2;
+pub const STATE_FORMAT_VERSION: u8 = 3;
 
 /// Stored state that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,15 @@ struct WireV2 {
     first_purchase_back: Option<u64>,
 }
 
+/// Format 3: format 2 plus the pipeline's decision memory.
+#[derive(Serialize, Deserialize)]
+struct WireV3 {
+    base: WireV2,
+    tier: Option<u8>,
+    tier_since_back: u64,
+    score_back: Option<u64>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct WireBucket {
     back: u32,
@@ -71,18 +80,30 @@ struct WireBucket {
 pub fn encode_state(state: &UserState) -> Vec<u8> {
     let newest = state.newest_ms.unwrap_or(0);
     let back = |ts: i64| newest.saturating_sub(ts).max(0) as u64;
-    let wire = WireV2 {
-        base: wire_v1(state),
-        orders: state.lifetime.orders,
-        purchase_days: state.lifetime.purchase_days,
-        net_spend_cents: state.lifetime.net_spend_cents,
-        first_purchase_back: state.lifetime.first_purchase_ms.map(back),
+    let published = &state.published;
+    let wire = WireV3 {
+        base: wire_v2(state),
+        tier: published.tier,
+        tier_since_back: back(published.tier_since_ms),
+        score_back: published.score_ms.map(back),
     };
     let mut bytes = Vec::with_capacity(512);
     bytes.push(STATE_FORMAT_VERSION);
     bincode::serde::encode_into_std_write(&wire, &mut bytes, config())
         .expect("user state always encodes into memory");
     bytes
+}
+
+fn wire_v2(state: &UserState) -> WireV2 {
+    let newest = state.newest_ms.unwrap_or(0);
+    let back = |ts: i64| newest.saturating_sub(ts).max(0) as u64;
+    WireV2 {
+        base: wire_v1(state),
+        orders: state.lifetime.orders,
+        purchase_days: state.lifetime.purchase_days,
+        net_spend_cents: state.lifetime.net_spend_cents,
+        first_purchase_back: state.lifetime.first_purchase_ms.map(back),
+    }
 }
 
 fn wire_v1(state: &UserState) -> WireV1 {
@@ -133,30 +154,19 @@ pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
     let (&format, body) = bytes.split_first().ok_or(StateDecodeError::Empty)?;
     match format {
         STATE_FORMAT_VERSION => {
-            let wire: WireV2 = decode_body(format, body)?;
-            let newest = wire.base.newest_ms.unwrap_or(0);
-            let mut state = from_v1(wire.base)
-                .map_err(|reason| StateDecodeError::Corrupt { format, reason })?;
-            let first_purchase_ms = match wire.first_purchase_back {
-                Some(back) => Some(
-                    i64::try_from(back)
-                        .ok()
-                        .and_then(|b| newest.checked_sub(b))
-                        .ok_or_else(|| StateDecodeError::Corrupt {
-                            format,
-                            reason: format!("time offset {back} out of range"),
-                        })?,
-                ),
-                None => None,
-            };
-            state.lifetime = Lifetime {
-                orders: wire.orders,
-                purchase_days: wire.purchase_days,
-                net_spend_cents: wire.net_spend_cents,
-                first_purchase_ms,
+            let wire: WireV3 = decode_body(format, body)?;
+            let newest = wire.base.base.newest_ms.unwrap_or(0);
+            let mut state = from_v2(wire.base, format)?;
+            let at = |back: u64| time_back(newest, back, format);
+            state.published = Published {
+                tier: wire.tier,
+                tier_since_ms: at(wire.tier_since_back)?,
+                score_ms: wire.score_back.map(at).transpose()?,
             };
             Ok(state)
         }
+        // Older formats are decoded with their own wire types and migrated.
+        2 => from_v2(decode_body(format, body)?, format),
         1 => {
             let wire: WireV1 = decode_body(format, body)?;
             let mut state =
@@ -164,9 +174,34 @@ pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
             state.lifetime = migrate_lifetime(&state);
             Ok(state)
         }
-        // An older format is decoded with its own wire type and migrated here.
         found => Err(StateDecodeError::UnknownFormat { found }),
     }
+}
+
+fn time_back(newest: i64, back: u64, format: u8) -> Result<i64, StateDecodeError> {
+    i64::try_from(back)
+        .ok()
+        .and_then(|b| newest.checked_sub(b))
+        .ok_or_else(|| StateDecodeError::Corrupt {
+            format,
+            reason: format!("time offset {back} out of range"),
+        })
+}
+
+fn from_v2(wire: WireV2, format: u8) -> Result<UserState, StateDecodeError> {
+    let newest = wire.base.newest_ms.unwrap_or(0);
+    let mut state =
+        from_v1(wire.base).map_err(|reason| StateDecodeError::Corrupt { format, reason })?;
+    state.lifetime = Lifetime {
+        orders: wire.orders,
+        purchase_days: wire.purchase_days,
+        net_spend_cents: wire.net_spend_cents,
+        first_purchase_ms: wire
+            .first_purchase_back
+            .map(|back| time_back(newest, back, format))
+            .transpose()?,
+    };
+    Ok(state)
 }
 
 fn decode_body<T: for<'de> Deserialize<'de>>(
@@ -276,6 +311,7 @@ fn from_v1(wire: WireV1) -> Result<UserState, String> {
         },
         applied: wire.applied,
         lifetime: Lifetime::default(),
+        published: Published::default(),
     })
 }
 
@@ -335,6 +371,34 @@ mod tests {
         assert_eq!(
             UserState {
                 lifetime: state.lifetime,
+                ..migrated
+            },
+            state
+        );
+    }
+
+    #[test]
+    fn format_2_state_migrates_with_no_decisions_and_format_3_keeps_them() {
+        let mut state = UserState::default();
+        let t0 = 1_750_000_000_000;
+        state.apply(&purchase("e1", t0, 10.0));
+        state.apply(&purchase("e2", t0 + 5_000, 12.5));
+        state.published = Published {
+            tier: Some(3),
+            tier_since_ms: t0,
+            score_ms: Some(t0 + 5_000),
+        };
+        let bytes = encode_state(&state);
+        assert_eq!(bytes[0], STATE_FORMAT_VERSION);
+        assert_eq!(decode_state(&bytes).unwrap(), state);
+
+        let mut v2 = vec![2u8];
+        bincode::serde::encode_into_std_write(wire_v2(&state), &mut v2, config()).unwrap();
+        let migrated = decode_state(&v2).unwrap();
+        assert_eq!(migrated.published, Published::default());
+        assert_eq!(
+            UserState {
+                published: state.published,
                 ..migrated
             },
             state

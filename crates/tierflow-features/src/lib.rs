@@ -12,5 +12,5 @@ pub mod vector;
 pub use codec::{decode_state, encode_state};
 pub use dataset::{BuildStats, DatasetBuilder, History, Label, Row};
 pub use spec::FeatureSpec;
-pub use state::{Applied, Lifetime, UserState};
+pub use state::{Applied, Lifetime, Published, UserState};
 pub use vector::{features, write_features};

@@ -57,6 +57,22 @@ pub struct UserState {
     pub applied: Vec<(i32, i64)>,
     /// Whole-history purchase aggregates (as long as the state lives).
     pub lifetime: Lifetime,
+    /// What the pipeline last decided for this user. Kept beside the windows so that a
+    /// batch's decisions and its source offsets are stored in one write.
+    pub published: Published,
+}
+
+/// The pipeline's decision memory for one user (opaque to the windows): the tier it last
+/// published, since when, and when it last published a score. Times are event times, so a
+/// replay of the same events reaches the same decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// `None` until the user's first score.
+    pub tier: Option<u8>,
+    /// Event time at which `tier` was entered.
+    pub tier_since_ms: i64,
+    /// Event time of the last `user_score` published (throttling).
+    pub score_ms: Option<i64>,
 }
 
 /// A user's purchase history beyond the windows: what RFM and BG/NBD are built on.

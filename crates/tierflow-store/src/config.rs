@@ -16,7 +16,7 @@ pub struct RedisConfig {
     /// For `rediss://`: a PEM file with the CA certificate(s) to trust; without it, the
     /// system's trust store.
     pub tls_ca_file: Option<String>,
-    /// Keys are `{key_prefix}:u:{user_id}`.
+    /// State keys are `{key_prefix}:u:{user_id}`, latest scores `{key_prefix}:s:{user_id}`.
     pub key_prefix: String,
     /// State expires this long after its last write, so users who go quiet clean up after
     /// themselves. Default: the longest window plus the allowed lateness plus a day.
@@ -59,6 +59,11 @@ impl RedisConfig {
 
     pub fn state_key(&self, user: &str) -> String {
         format!("{}:u:{user}", self.key_prefix)
+    }
+
+    /// Where a user's latest score record (JSON `UserScore`) is kept.
+    pub fn score_key(&self, user: &str) -> String {
+        format!("{}:s:{user}", self.key_prefix)
     }
 
     pub fn ttl(&self) -> Duration {

@@ -46,7 +46,24 @@ pub trait StateStore: Send + Sync {
     fn store(
         &self,
         states: &[(&str, &UserState)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.store_with_scores(states, &[])
+    }
+
+    /// Stores every `(user, state)` pair and, beside them, each `(user, record)` latest-score
+    /// record (readable with [`StateStore::latest_scores`] for request-time lookups), all in
+    /// one round trip, with the configured TTL.
+    fn store_with_scores(
+        &self,
+        states: &[(&str, &UserState)],
+        scores: &[(&str, &[u8])],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The latest-score records of `users`, in order, in one round trip.
+    fn latest_scores(
+        &self,
+        users: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, StoreError>> + Send;
 
     /// Round trips made so far (for metrics and for tests that hold the batching promise).
     fn round_trips(&self) -> u64;

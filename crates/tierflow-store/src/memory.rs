@@ -13,6 +13,7 @@ use crate::{Loaded, StateStore, StoreError};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     states: Mutex<HashMap<String, Vec<u8>>>,
+    scores: Mutex<HashMap<String, Vec<u8>>>,
     round_trips: AtomicU64,
 }
 
@@ -50,13 +51,27 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
-    async fn store(&self, batch: &[(&str, &UserState)]) -> Result<(), StoreError> {
+    async fn store_with_scores(
+        &self,
+        batch: &[(&str, &UserState)],
+        scores: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut states = self.states.lock().expect("memory store lock");
         for (user, state) in batch {
             states.insert((*user).to_owned(), encode_state(state));
         }
+        let mut latest = self.scores.lock().expect("memory store lock");
+        for (user, record) in scores {
+            latest.insert((*user).to_owned(), record.to_vec());
+        }
         Ok(())
+    }
+
+    async fn latest_scores(&self, users: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let latest = self.scores.lock().expect("memory store lock");
+        Ok(users.iter().map(|u| latest.get(*u).cloned()).collect())
     }
 
     fn round_trips(&self) -> u64 {

@@ -200,21 +200,28 @@ impl StateStore for RedisStore {
             .collect())
     }
 
-    async fn store(&self, states: &[(&str, &UserState)]) -> Result<(), StoreError> {
-        if states.is_empty() {
+    async fn store_with_scores(
+        &self,
+        states: &[(&str, &UserState)],
+        scores: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        if states.is_empty() && scores.is_empty() {
             return Ok(());
         }
         let ttl_ms = self.config.ttl().as_millis() as u64;
+        let set = |key: String, value: &[u8]| {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value).arg("PX").arg(ttl_ms);
+            set
+        };
         let sets: Vec<redis::Cmd> = states
             .iter()
-            .map(|(user, state)| {
-                let mut set = redis::cmd("SET");
-                set.arg(self.config.state_key(user))
-                    .arg(encode_state(state))
-                    .arg("PX")
-                    .arg(ttl_ms);
-                set
-            })
+            .map(|(user, state)| set(self.config.state_key(user), &encode_state(state)))
+            .chain(
+                scores
+                    .iter()
+                    .map(|(user, record)| set(self.config.score_key(user), record)),
+            )
             .collect();
         self.run(|connection| {
             let sets = &sets;
@@ -237,6 +244,17 @@ impl StateStore for RedisStore {
             }
         })
         .await
+    }
+
+    async fn latest_scores(&self, users: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for user in users {
+            mget.arg(self.config.score_key(user));
+        }
+        self.run(|c| query(&mget, c)).await
     }
 
     fn round_trips(&self) -> u64 {

@@ -140,6 +140,18 @@ impl BoundedProducer {
         Ok(self.stats)
     }
 
+    /// Waits for every record still in flight and forgets their results: after a failed
+    /// delivery, before the caller sends the whole batch again. Returns how many failed.
+    pub async fn drain(&mut self) -> usize {
+        let mut failed = 0;
+        while !self.in_flight.is_empty() {
+            if self.settle_oldest().await.is_err() {
+                failed += 1;
+            }
+        }
+        failed
+    }
+
     async fn settle_oldest(&mut self) -> Result<(), StreamError> {
         let Some((delivery, bytes)) = self.in_flight.pop_front() else {
             return Ok(());

@@ -65,10 +65,38 @@ pub(crate) enum Command {
     /// BG/NBD + Gamma-Gamma, on the same held-out users; writes report.json, report.md and
     /// plots.
     Evaluate(EvaluateArgs),
+    /// Run the streaming pipeline: a member of the consumer group on the clickstream topic
+    /// that keeps every user's windows in Redis, scores each update with the model, and
+    /// publishes tier changes (with hysteresis), latest scores and dead letters. Offsets are
+    /// committed only after outputs are acknowledged and state is stored; start more
+    /// processes with the same group to scale out. Serves /metrics, /healthz and /readyz.
+    /// SIGTERM or Ctrl-C finishes and commits the batch in flight, then exits 0.
+    Run(RunArgs),
     /// Create the configured topics that do not exist yet (user_score compacted).
     Topics,
     /// Write (or check) the JSON Schemas of every topic contract.
     Schemas(SchemasArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RunArgs {
+    /// Redis URL (redis://, rediss://; a comma-separated seed list with redis.cluster = true);
+    /// overrides redis.url.
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// Consumer group; overrides pipeline.group_id.
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// Model artifact directory (hot-reloaded when it changes); overrides model.artifact.
+    /// Default: the model compiled into the binary.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) model: Option<PathBuf>,
+    /// Listen address of /metrics, /healthz, /readyz; overrides http.listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) http_listen: Option<String>,
+    /// Create missing topics before starting (as `tierflow topics`).
+    #[arg(long)]
+    pub(crate) create_topics: bool,
 }
 
 /// Where events go: JSON lines (a file or stdout) or a Kafka topic.

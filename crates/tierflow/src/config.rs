@@ -7,7 +7,10 @@ use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use tierflow_stream::{KafkaConfig, TopicSpec};
+use tierflow_pipeline::PipelineConfig;
+pub(crate) use tierflow_pipeline::TopicsConfig;
+use tierflow_store::RedisConfig;
+use tierflow_stream::KafkaConfig;
 
 /// Everything a tierflow process can be told. Unknown keys are errors, not silence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -16,6 +19,25 @@ pub(crate) struct Config {
     pub(crate) kafka: KafkaConfig,
     pub(crate) topics: TopicsConfig,
     pub(crate) model: ModelSection,
+    pub(crate) redis: RedisConfig,
+    pub(crate) pipeline: PipelineConfig,
+    pub(crate) http: HttpSection,
+}
+
+/// The HTTP endpoints of `tierflow run`: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HttpSection {
+    /// Listen address; port 0 picks a free port (logged at start).
+    pub(crate) listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 /// The burn CPU backend the model runs on. Both compute the same model; artifacts load on
@@ -43,50 +65,26 @@ impl Backend {
 }
 
 /// How the model is run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ModelSection {
     /// CPU backend for training and scoring.
     pub(crate) backend: Backend,
+    /// Artifact directory `tierflow run` scores with (written by `tierflow train`); absent =
+    /// the default model compiled into the binary.
+    pub(crate) artifact: Option<std::path::PathBuf>,
+    /// How often `tierflow run` checks the artifact directory for a new model version (hot
+    /// reload; 0 = never).
+    pub(crate) reload_interval_secs: u64,
 }
 
-/// Topic names and their partition count when tierflow creates them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct TopicsConfig {
-    pub(crate) clickstream: String,
-    pub(crate) tier_changed: String,
-    pub(crate) campaign_triggered: String,
-    /// Compacted: the latest score per user.
-    pub(crate) user_score: String,
-    pub(crate) dead_letter: String,
-    /// Partitions for topics tierflow creates (the clickstream's bounds consumer parallelism).
-    pub(crate) partitions: i32,
-}
-
-impl Default for TopicsConfig {
+impl Default for ModelSection {
     fn default() -> Self {
         Self {
-            clickstream: "tierflow.clickstream".into(),
-            tier_changed: "tierflow.tier_changed".into(),
-            campaign_triggered: "tierflow.campaign_triggered".into(),
-            user_score: "tierflow.user_score".into(),
-            dead_letter: "tierflow.dead_letter".into(),
-            partitions: 6,
+            backend: Backend::default(),
+            artifact: None,
+            reload_interval_secs: 10,
         }
-    }
-}
-
-impl TopicsConfig {
-    /// Every topic tierflow reads or writes, as it would create them.
-    pub(crate) fn specs(&self) -> Vec<TopicSpec> {
-        vec![
-            TopicSpec::new(&self.clickstream, self.partitions),
-            TopicSpec::new(&self.tier_changed, self.partitions),
-            TopicSpec::new(&self.campaign_triggered, self.partitions),
-            TopicSpec::new(&self.user_score, self.partitions).compacted(),
-            TopicSpec::new(&self.dead_letter, self.partitions),
-        ]
     }
 }
 

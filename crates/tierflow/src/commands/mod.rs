@@ -4,6 +4,7 @@ mod demo;
 mod features;
 mod generate;
 mod import;
+mod run;
 mod schemas;
 mod train;
 
@@ -27,12 +28,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Features(args) => features::run(args).await,
         Command::Train(args) => train::train(args, &config).await,
         Command::Evaluate(args) => train::evaluate(args, &config).await,
+        Command::Run(args) => run::run(args, config).await,
         Command::Topics => topics(&config).await,
         Command::Schemas(args) => schemas::run(&args),
     }
 }
 
-async fn topics(config: &Config) -> Result<()> {
+pub(crate) async fn topics(config: &Config) -> Result<()> {
     let specs = config.topics.specs();
     tierflow_stream::ensure_topics(&config.kafka, &specs)
         .await

@@ -1,0 +1,122 @@
+//! What the pipeline can be told: topics, batching, the tier policy, output throttling and the
+//! delivery mode. Every field has a default and can be set from the config file or the
+//! environment (`TIERFLOW_PIPELINE__BATCH_MAX_EVENTS=…`).
+
+use serde::{Deserialize, Serialize};
+use tierflow_events::Encoding;
+use tierflow_stream::TopicSpec;
+
+use crate::policy::TierPolicy;
+
+/// Topic names and their partition count when tierflow creates them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub clickstream: String,
+    pub tier_changed: String,
+    pub campaign_triggered: String,
+    /// Compacted: the latest score per user.
+    pub user_score: String,
+    pub dead_letter: String,
+    /// Partitions for topics tierflow creates (the clickstream's bounds consumer parallelism).
+    pub partitions: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            clickstream: "tierflow.clickstream".into(),
+            tier_changed: "tierflow.tier_changed".into(),
+            campaign_triggered: "tierflow.campaign_triggered".into(),
+            user_score: "tierflow.user_score".into(),
+            dead_letter: "tierflow.dead_letter".into(),
+            partitions: 6,
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Every topic tierflow reads or writes, as it would create them.
+    pub fn specs(&self) -> Vec<TopicSpec> {
+        vec![
+            TopicSpec::new(&self.clickstream, self.partitions),
+            TopicSpec::new(&self.tier_changed, self.partitions),
+            TopicSpec::new(&self.campaign_triggered, self.partitions),
+            TopicSpec::new(&self.user_score, self.partitions).compacted(),
+            TopicSpec::new(&self.dead_letter, self.partitions),
+        ]
+    }
+}
+
+/// The streaming job's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Kafka consumer group: every `tierflow run` with the same group shares the partitions.
+    pub group_id: String,
+    /// A micro-batch closes at this many records…
+    pub batch_max_events: usize,
+    /// …or this long after its first record, whichever comes first.
+    pub batch_max_wait_ms: u64,
+    /// When a user's tier moves (hysteresis).
+    pub policy: TierPolicy,
+    /// Minimum event time between two `user_score` records of one user; 0 = every update.
+    /// The latest score in Redis is written every batch regardless.
+    pub score_min_interval_secs: u64,
+    /// Reason codes on each `tier_changed` (0 = none, saves a backward pass).
+    pub reason_codes: usize,
+    /// Encoding of output records (JSON, or bincode for compact internal topics).
+    pub output_encoding: Encoding,
+    /// Bound on output records sent but not yet acknowledged (memory bound of the producer).
+    pub max_in_flight: usize,
+    /// librdkafka prefetch bound per consumer (`queued.max.messages.kbytes`): with a stalled
+    /// stage, consumption stops here instead of growing memory.
+    pub consumer_queue_kbytes: u64,
+    /// Longest pause between retries of a retriable failure (Redis or broker down).
+    pub retry_backoff_max_ms: u64,
+    /// A stage that keeps failing this long stops the process without committing (the
+    /// supervisor restarts it; the batch is replayed). Keep it below librdkafka's
+    /// `max.poll.interval.ms` (300 s by default), after which the group would reassign the
+    /// partitions of a member that stopped polling.
+    pub max_stall_secs: u64,
+    /// Rows per forward pass (a batch with more rows is scored in chunks).
+    pub score_chunk_rows: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            group_id: "tierflow".into(),
+            batch_max_events: 5_000,
+            batch_max_wait_ms: 20,
+            policy: TierPolicy::default(),
+            score_min_interval_secs: 0,
+            reason_codes: 3,
+            output_encoding: Encoding::Json,
+            max_in_flight: 50_000,
+            consumer_queue_kbytes: 16 * 1024,
+            retry_backoff_max_ms: 2_000,
+            max_stall_secs: 240,
+            score_chunk_rows: 4_096,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Refuses settings that cannot work, with the key to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.group_id.trim().is_empty() {
+            return Err("pipeline.group_id must not be empty".into());
+        }
+        if self.batch_max_events == 0 {
+            return Err("pipeline.batch_max_events must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("pipeline.max_in_flight must be at least 1".into());
+        }
+        if self.score_chunk_rows == 0 {
+            return Err("pipeline.score_chunk_rows must be at least 1".into());
+        }
+        self.policy.validate()
+    }
+}

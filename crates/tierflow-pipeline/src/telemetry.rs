@@ -1,0 +1,225 @@
+//! Metrics and health: every metric name in one place (dashboards and tests read them from
+//! here), the Prometheus recorder, and the HTTP endpoints `/metrics`, `/healthz`, `/readyz`.
+//! No user id is ever a label.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Records consumed, label `topic`.
+pub const EVENTS_IN: &str = "tierflow_events_in_total";
+/// Records produced and acknowledged, label `topic`.
+pub const RECORDS_OUT: &str = "tierflow_records_out_total";
+/// Seconds per stage of a batch, label `stage` (collect, decode, load, process, produce,
+/// store, commit, batch).
+pub const STAGE_SECONDS: &str = "tierflow_stage_seconds";
+/// Records per batch.
+pub const BATCH_RECORDS: &str = "tierflow_batch_records";
+/// Consumer lag per partition (librdkafka statistics), labels `topic`, `partition`.
+pub const CONSUMER_LAG: &str = "tierflow_consumer_lag";
+/// Dead letters, label `reason` (a decode error kind, `too_late` or `corrupt_state`).
+pub const DEAD_LETTERS: &str = "tierflow_dead_letters_total";
+/// Redis round-trip seconds, label `op` (load, store).
+pub const REDIS_SECONDS: &str = "tierflow_redis_seconds";
+/// Seconds to score a batch's rows (forward passes and reason codes).
+pub const SCORING_SECONDS: &str = "tierflow_scoring_seconds";
+/// Rows scored, label `tier` (the published tier after the policy).
+pub const SCORED: &str = "tierflow_scored_total";
+/// Users whose published tier this process moved into each tier, net (label `tier`); the
+/// sum over the group's processes is the tier distribution of users seen since start.
+pub const TIER_USERS: &str = "tierflow_tier_users";
+/// Tier changes, labels `from` (`none` for a first tier) and `to`.
+pub const TIER_CHANGES: &str = "tierflow_tier_changes_total";
+/// Inputs by outcome: applied, duplicate, replayed, too_late, corrupt_state, undecodable.
+pub const OUTCOMES: &str = "tierflow_input_outcomes_total";
+/// Retries of a stage after a retriable failure, label `stage`.
+pub const RETRIES: &str = "tierflow_stage_retries_total";
+/// 1 while a stage is retrying (Redis or broker unavailable): consumption is paused.
+pub const STALLED: &str = "tierflow_stalled";
+/// Offset commits that failed (the batch will be replayed, idempotently), label `reason`.
+pub const COMMIT_FAILURES: &str = "tierflow_commit_failures_total";
+/// Partitions assigned to this process.
+pub const ASSIGNED_PARTITIONS: &str = "tierflow_assigned_partitions";
+/// Model version in use (value 1), label `version`.
+pub const MODEL_INFO: &str = "tierflow_model_info";
+/// Event time to output acknowledgement, seconds (for live traffic; replays show their age).
+pub const EVENT_TO_OUTPUT_SECONDS: &str = "tierflow_event_to_output_seconds";
+
+/// Every metric this crate exports (for dashboards and their tests).
+pub const ALL: &[&str] = &[
+    EVENTS_IN,
+    RECORDS_OUT,
+    STAGE_SECONDS,
+    BATCH_RECORDS,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    REDIS_SECONDS,
+    SCORING_SECONDS,
+    SCORED,
+    TIER_USERS,
+    TIER_CHANGES,
+    OUTCOMES,
+    RETRIES,
+    STALLED,
+    COMMIT_FAILURES,
+    ASSIGNED_PARTITIONS,
+    MODEL_INFO,
+    EVENT_TO_OUTPUT_SECONDS,
+];
+
+/// Installs the process-wide Prometheus recorder with histogram buckets fit for each metric.
+pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
+    let seconds = [
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0, 10.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        .set_buckets_for_metric(
+            Matcher::Full(BATCH_RECORDS.into()),
+            &[1.0, 10.0, 100.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(EVENTS_IN, "Records consumed from the input topics");
+    describe_counter!(RECORDS_OUT, "Records produced and acknowledged, per topic");
+    describe_histogram!(STAGE_SECONDS, Unit::Seconds, "Time per pipeline stage");
+    describe_histogram!(BATCH_RECORDS, Unit::Count, "Records per micro-batch");
+    describe_gauge!(CONSUMER_LAG, Unit::Count, "Consumer lag per partition");
+    describe_counter!(
+        DEAD_LETTERS,
+        "Records sent to the dead-letter topic, by reason"
+    );
+    describe_histogram!(REDIS_SECONDS, Unit::Seconds, "Redis round-trip time");
+    describe_histogram!(
+        SCORING_SECONDS,
+        Unit::Seconds,
+        "Model scoring time per batch"
+    );
+    describe_counter!(SCORED, "Rows scored, by published tier");
+    describe_gauge!(TIER_USERS, "Net users moved into each tier by this process");
+    describe_counter!(TIER_CHANGES, "Tier changes published, by from and to tier");
+    describe_counter!(OUTCOMES, "Input records by outcome");
+    describe_counter!(RETRIES, "Retries after retriable failures, by stage");
+    describe_gauge!(STALLED, "1 while a stage retries and consumption is paused");
+    describe_counter!(
+        COMMIT_FAILURES,
+        "Failed offset commits (replayed idempotently)"
+    );
+    describe_gauge!(ASSIGNED_PARTITIONS, "Partitions assigned to this process");
+    describe_gauge!(MODEL_INFO, "Model version in use");
+    describe_histogram!(
+        EVENT_TO_OUTPUT_SECONDS,
+        Unit::Seconds,
+        "Event time to acknowledged output"
+    );
+}
+
+/// What `/healthz` and `/readyz` report.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The consumer joined its group and no stage is stalled.
+    joined: AtomicBool,
+    stalled: AtomicBool,
+    /// Batches and records completed (for logs and tests).
+    batches: AtomicU64,
+    records: AtomicU64,
+}
+
+impl Health {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn set_joined(&self, joined: bool) {
+        self.joined.store(joined, Ordering::SeqCst);
+    }
+
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
+        metrics::gauge!(STALLED).set(if stalled { 1.0 } else { 0.0 });
+    }
+
+    pub fn batch_done(&self, records: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Records whose batch completed (outputs acknowledged, state stored, commit sent).
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Joined the group and not stalled.
+    pub fn ready(&self) -> bool {
+        self.joined.load(Ordering::SeqCst) && !self.stalled.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct Endpoints {
+    metrics: Option<PrometheusHandle>,
+    health: Arc<Health>,
+}
+
+/// The HTTP router: `/metrics` (Prometheus text), `/healthz` (the process serves),
+/// `/readyz` (joined and not stalled: 503 otherwise).
+pub fn router(metrics: Option<PrometheusHandle>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(Endpoints { metrics, health })
+}
+
+async fn render_metrics(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
+    match &endpoints.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics recorder not installed\n".into(),
+        ),
+    }
+}
+
+async fn ready(State(endpoints): State<Endpoints>) -> (StatusCode, &'static str) {
+    if endpoints.health.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: joining the group or a stage is stalled\n",
+        )
+    }
+}
+
+/// Serves the router on `addr` until the task is aborted. Returns the bound address (port 0
+/// picks a free one).
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok((bound, task))
+}
