@@ -117,6 +117,8 @@ struct GroupContext {
     /// Partitions revoked since the collector last looked.
     revoked: Mutex<Vec<i32>>,
     assigned: Mutex<BTreeSet<i32>>,
+    /// Partitions that delivered a record since they were assigned.
+    resumed: Mutex<BTreeSet<i32>>,
 }
 
 impl ClientContext for GroupContext {
@@ -207,6 +209,7 @@ impl<S: StateStore> Pipeline<S> {
             health: Arc::clone(&self.health),
             revoked: Mutex::new(Vec::new()),
             assigned: Mutex::new(BTreeSet::new()),
+            resumed: Mutex::new(BTreeSet::new()),
         };
         let mut consumer_config = self.kafka.consumer_config(&self.config.group_id);
         consumer_config
@@ -294,6 +297,19 @@ impl<S: StateStore> Pipeline<S> {
                     }
                 }
                 Ok(Ok(message)) => {
+                    if consumer
+                        .context()
+                        .resumed
+                        .lock()
+                        .expect("resumed lock")
+                        .insert(message.partition())
+                    {
+                        tracing::info!(
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            "first record of an assigned partition"
+                        );
+                    }
                     let payload = message.payload().unwrap_or_default();
                     batch.push(Received {
                         partition: message.partition(),
@@ -486,6 +502,7 @@ impl<S: StateStore> Pipeline<S> {
                 tracing::warn!(error = %e, partition, "cannot add an offset to commit");
             }
         }
+        tracing::debug!(?ends, "committing");
         let mode = if *shutdown.borrow() {
             CommitMode::Sync
         } else {

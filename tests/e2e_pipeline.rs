@@ -1,0 +1,326 @@
+//! `tierflow run` as a process, against a real broker (tansu) and a real redis-server from the
+//! testkit. The crash test SIGKILLs the pipeline at random points many times, restarts it,
+//! and checks that the final Redis state equals the offline replay's (nothing lost, nothing
+//! double-counted), that the outputs deduped by idempotency key are exactly the predicted
+//! set, and that the offsets are committed to the end. Then SIGTERM stops it with exit 0.
+
+#[path = "../crates/tierflow-pipeline/tests/common/mod.rs"]
+mod pipeline_common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::prelude::Device;
+use pipeline_common::{
+    Read, check, ends, generated, observe, produce_records, synthetic, test_kafka, topics,
+};
+use rand::{Rng, SeedableRng};
+use tierflow_model::{Artifact, Scorer};
+use tierflow_pipeline::{PipelineConfig, TopicsConfig, offline, telemetry};
+use tierflow_store::{RedisConfig, RedisStore};
+use tierflow_stream::consume::committed_offsets;
+use tierflow_stream::{KafkaConfig, ensure_topics};
+use tierflow_testkit::{broker, redis, unique_name};
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+struct Setup {
+    config_file: tempfile::NamedTempFile,
+    port: u16,
+    group: String,
+    key_prefix: String,
+    log_dir: tempfile::TempDir,
+}
+
+fn write_config(
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+    redis_url: &str,
+    batch: usize,
+) -> Result<Setup> {
+    let port = free_port()?;
+    let group = unique_name("group");
+    let key_prefix = unique_name("crash");
+    let mut file = tempfile::NamedTempFile::new()?;
+    writeln!(
+        file,
+        r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[topics]
+clickstream = "{clickstream}"
+tier_changed = "{tier_changed}"
+campaign_triggered = "{campaign_triggered}"
+user_score = "{user_score}"
+dead_letter = "{dead_letter}"
+
+[redis]
+url = "{redis_url}"
+key_prefix = "{key_prefix}"
+
+[pipeline]
+group_id = "{group}"
+batch_max_events = {batch}
+
+[http]
+listen = "127.0.0.1:{port}"
+"#,
+        brokers = kafka.brokers,
+        clickstream = topics.clickstream,
+        tier_changed = topics.tier_changed,
+        campaign_triggered = topics.campaign_triggered,
+        user_score = topics.user_score,
+        dead_letter = topics.dead_letter,
+    )?;
+    Ok(Setup {
+        config_file: file,
+        port,
+        group,
+        key_prefix,
+        log_dir: tempfile::tempdir()?,
+    })
+}
+
+fn spawn(setup: &Setup, attempt: usize) -> Result<Child> {
+    let log = std::fs::File::create(setup.log_dir.path().join(format!("run-{attempt}.log")))?;
+    Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(["run", "--config"])
+        .arg(setup.config_file.path())
+        .env_remove("TIERFLOW_CONFIG")
+        .env(
+            "RUST_LOG",
+            "info,tierflow_pipeline=debug,librdkafka=warn,rdkafka=warn",
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting tierflow run")
+}
+
+fn log_tail(dir: &Path, attempt: usize) -> String {
+    let text = std::fs::read_to_string(dir.join(format!("run-{attempt}.log"))).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Waits until `/readyz` answers 200 (the member joined its group).
+fn wait_ready(setup: &Setup, child: &mut Child, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("tierflow run exited early with {status}");
+        }
+        if matches!(http_get(setup.port, "/readyz"), Ok((200, _))) {
+            return Ok(());
+        }
+        ensure!(started.elapsed() < timeout, "not ready after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn committed(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+) -> std::collections::BTreeMap<i32, i64> {
+    committed_offsets(kafka, group, topic).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()> {
+    let kafka = test_kafka(broker().bootstrap_servers());
+    let topics = topics(3);
+    ensure_topics(&kafka, &topics.specs()).await?;
+    // Most of the stream now; the rest after the kills, so the last run has work too.
+    let stream = generated(&synthetic(400, 20, 11));
+    let (head, tail) = stream.split_at(stream.len() * 9 / 10);
+    let head_records = produce_records(&kafka, &topics.clickstream, head).await?;
+    let records = stream.len() as u64;
+    let setup = write_config(&kafka, &topics, &redis().url(), 200)?;
+
+    // Kill the pipeline at random moments after it joined, until it has been killed often
+    // enough or it finished everything.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261129);
+    let mut kills = 0;
+    let mut progress = Vec::new();
+    let mut attempt = 0;
+    let finished = loop {
+        attempt += 1;
+        let mut child = spawn(&setup, attempt)?;
+        wait_ready(&setup, &mut child, Duration::from_secs(60))
+            .with_context(|| log_tail(setup.log_dir.path(), attempt))?;
+        if kills >= 8 {
+            break child;
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
+        child.kill()?;
+        child.wait()?;
+        kills += 1;
+        let done: i64 =
+            tokio::task::block_in_place(|| committed(&kafka, &setup.group, &topics.clickstream))
+                .values()
+                .sum();
+        progress.push(done);
+        if done >= head_records as i64 {
+            // Finished before the kill: one more run must find nothing to do.
+            let mut child = spawn(&setup, attempt + 1)?;
+            wait_ready(&setup, &mut child, Duration::from_secs(60))?;
+            attempt += 1;
+            break child;
+        }
+    };
+    let mut child = finished;
+    let mid_stream = progress
+        .iter()
+        .filter(|d| **d < head_records as i64)
+        .count();
+    ensure!(
+        mid_stream >= 3,
+        "only {mid_stream} kills landed before the stream was done (committed at each kill: {progress:?} of {head_records})"
+    );
+    ensure!(
+        progress.iter().any(|d| *d > 0 && *d < head_records as i64),
+        "no kill landed mid-stream: committed {progress:?} of {head_records}"
+    );
+    produce_records(&kafka, &topics.clickstream, tail).await?;
+    let input = pipeline_common::read_all(
+        &kafka,
+        &topics.clickstream,
+        records as usize,
+        Duration::from_secs(3),
+    )
+    .await?;
+    let end = ends(&input);
+
+    // The last run finishes the stream.
+    let started = Instant::now();
+    while tokio::task::block_in_place(|| committed(&kafka, &setup.group, &topics.clickstream))
+        != end
+    {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "tierflow run exited with {status}:\n{}",
+                log_tail(setup.log_dir.path(), attempt)
+            );
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(240),
+            "offsets never reached the end"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Metrics are served and name every stage; no user id in any label.
+    let (status, metrics) = http_get(setup.port, "/metrics")?;
+    ensure!(status == 200, "/metrics answered {status}");
+    for name in [
+        telemetry::EVENTS_IN,
+        telemetry::RECORDS_OUT,
+        telemetry::STAGE_SECONDS,
+        telemetry::BATCH_RECORDS,
+        telemetry::DEAD_LETTERS,
+        telemetry::REDIS_SECONDS,
+        telemetry::SCORING_SECONDS,
+        telemetry::SCORED,
+        telemetry::TIER_CHANGES,
+    ] {
+        ensure!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    ensure!(
+        !metrics.contains("u000"),
+        "a user id leaked into the metrics"
+    );
+    ensure!(http_get(setup.port, "/healthz")?.0 == 200);
+
+    // SIGTERM: finish, commit, exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(status.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "no exit 30 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        status.success(),
+        "exit {status} after SIGTERM:\n{}",
+        log_tail(setup.log_dir.path(), attempt)
+    );
+
+    // Everything against the offline replay, outputs deduped by idempotency key.
+    let observed = observe(&kafka, &topics, &setup.group, records).await?;
+    let config = PipelineConfig::default();
+    let scorer = Scorer::new(&Artifact::embedded_default()?, &Device::flex())?;
+    let sources: Vec<_> = observed.input.iter().map(Read::source).collect();
+    let expected = offline::replay(&scorer, &config, &sources)?;
+    let store = RedisStore::connect(RedisConfig {
+        key_prefix: setup.key_prefix.clone(),
+        ..RedisConfig::new(redis().url())
+    })
+    .await?;
+    if let Err(e) = check(&observed, &expected, &store, scorer.version(), true).await {
+        for a in 1..=attempt {
+            let text = std::fs::read_to_string(setup.log_dir.path().join(format!("run-{a}.log")))
+                .unwrap_or_default();
+            if let Some(last) = text.lines().filter(|l| l.contains("committing")).last() {
+                eprintln!("run {a}: last {last}");
+            }
+            for line in text.lines().filter(|l| {
+                l.contains("revoked")
+                    || l.contains("first record")
+                    || l.contains("assigned")
+                    || l.contains("dropped")
+                    || l.contains("WARN")
+                    || l.contains("started")
+            }) {
+                eprintln!("run {a}: {line}");
+            }
+        }
+        return Err(e);
+    }
+    eprintln!(
+        "{records} records, {kills} kills (committed at kill: {progress:?}), {} tier changes published for {} expected",
+        observed.tier_changed.len(),
+        expected.tier_changes.len()
+    );
+    Ok(())
+}
