@@ -139,6 +139,16 @@ mod tests {
         });
     }
 
+    /// deploy/tierflow.toml documents every key with its default: it must parse and equal
+    /// the defaults, so the file and the code cannot drift apart.
+    #[test]
+    fn the_documented_config_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tierflow.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let from_file: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        assert_eq!(from_file, Config::default());
+    }
+
     #[test]
     fn unknown_keys_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
