@@ -46,3 +46,17 @@ default-model:
         --cutoff 2026-01-31T00:00:00Z --cutoff 2026-02-15T00:00:00Z --cutoff 2026-03-02T00:00:00Z \
         --horizon-days 30 --source "synthetic(users=5000, days=90, seed=42)" \
         -o crates/tierflow-model/default-model
+
+# End-to-end pipeline benchmark (issue 5; not a test): tierflow-loadgen against a broker and a
+# redis-server you started for it — a tansu with memory storage is the fast one, e.g.
+# `tansu broker --listener-url tcp://127.0.0.1:29092 --advertised-listener-url tcp://127.0.0.1:29092 --storage-engine memory://tansu/`
+# and `redis-server --port 26379 --save "" --appendonly no` — or BROKERS=embedded (librdkafka's
+# mock cluster). Prints one JSON line per run; BENCHMARKS.md "Pipeline end to end" has the setup.
+bench-pipeline BROKERS="127.0.0.1:29092" REDIS="redis://127.0.0.1:26379/":
+    cargo build --release -p tierflow-loadgen
+    ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode consume-only --rate 0 --max-events 1000000
+    ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --mode redis-only --memory-users 1000000 --duration-secs 20
+    ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate 0 --max-events 1000000 --users 1000000
+    ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate 5000 --duration-secs 30 --users 1000000
+    ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate 10000 --duration-secs 30 --users 1000000
+    ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate 20000 --duration-secs 30 --users 1000000

@@ -301,7 +301,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
         for a in 1..=attempt {
             let text = std::fs::read_to_string(setup.log_dir.path().join(format!("run-{a}.log")))
                 .unwrap_or_default();
-            if let Some(last) = text.lines().filter(|l| l.contains("committing")).last() {
+            if let Some(last) = text.lines().rfind(|l| l.contains("committing")) {
                 eprintln!("run {a}: last {last}");
             }
             for line in text.lines().filter(|l| {

@@ -150,7 +150,61 @@ fn wire_v1(state: &UserState) -> WireV1 {
     }
 }
 
+/// First byte of a stored value that carries, beside the state, an undo image: the state
+/// before the write (the pipeline's transactional mode rolls back to it when the write's Kafka
+/// transaction never committed). Readers that only want the state use [`decode_state`], which
+/// understands both forms.
+pub const UNDO_ENVELOPE: u8 = 0xE1;
+
+/// `state` plus its undo image (`None`: the user had no state before this write).
+pub fn encode_with_undo(state: &UserState, undo: Option<&UserState>) -> Vec<u8> {
+    let current = encode_state(state);
+    let previous = undo.map(encode_state).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(5 + current.len() + previous.len());
+    bytes.push(UNDO_ENVELOPE);
+    bytes.extend_from_slice(&(current.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&current);
+    bytes.extend_from_slice(&previous);
+    bytes
+}
+
+/// A stored value as `(state, undo)`: `undo` is `Some` only for values written with
+/// [`encode_with_undo`] (`Some(None)`: there was no state before).
+#[allow(clippy::type_complexity)]
+pub fn decode_with_undo(
+    bytes: &[u8],
+) -> Result<(UserState, Option<Option<UserState>>), StateDecodeError> {
+    if bytes.first() != Some(&UNDO_ENVELOPE) {
+        return decode_state(bytes).map(|state| (state, None));
+    }
+    let corrupt = |reason: &str| StateDecodeError::Corrupt {
+        format: UNDO_ENVELOPE,
+        reason: reason.to_owned(),
+    };
+    let len = bytes
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| corrupt("truncated envelope"))?;
+    let current = bytes
+        .get(5..5 + len)
+        .ok_or_else(|| corrupt("envelope shorter than its state"))?;
+    let previous = &bytes[5 + len..];
+    if current.first() == Some(&UNDO_ENVELOPE) || previous.first() == Some(&UNDO_ENVELOPE) {
+        return Err(corrupt("nested envelope"));
+    }
+    let state = decode_state(current)?;
+    let undo = if previous.is_empty() {
+        None
+    } else {
+        Some(decode_state(previous)?)
+    };
+    Ok((state, Some(undo)))
+}
+
 pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
+    if bytes.first() == Some(&UNDO_ENVELOPE) {
+        return decode_with_undo(bytes).map(|(state, _)| state);
+    }
     let (&format, body) = bytes.split_first().ok_or(StateDecodeError::Empty)?;
     match format {
         STATE_FORMAT_VERSION => {
@@ -403,5 +457,31 @@ mod tests {
             },
             state
         );
+    }
+
+    #[test]
+    fn undo_envelope_round_trips_and_plain_readers_see_the_state() {
+        let mut before = UserState::default();
+        before.apply(&purchase("e1", 1_750_000_000_000, 10.0));
+        let mut after = before.clone();
+        after.apply(&purchase("e2", 1_750_000_100_000, 5.0));
+        let bytes = encode_with_undo(&after, Some(&before));
+        assert_eq!(decode_state(&bytes).unwrap(), after);
+        assert_eq!(
+            decode_with_undo(&bytes).unwrap(),
+            (after.clone(), Some(Some(before)))
+        );
+        let fresh = encode_with_undo(&after, None);
+        assert_eq!(
+            decode_with_undo(&fresh).unwrap(),
+            (after.clone(), Some(None))
+        );
+        assert_eq!(
+            decode_with_undo(&encode_state(&after)).unwrap(),
+            (after, None)
+        );
+        for cut in [1, 3, 6, bytes.len() - 1] {
+            assert!(decode_with_undo(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -9,7 +9,7 @@ pub mod spec;
 pub mod state;
 pub mod vector;
 
-pub use codec::{decode_state, encode_state};
+pub use codec::{decode_state, decode_with_undo, encode_state, encode_with_undo};
 pub use dataset::{BuildStats, DatasetBuilder, History, Label, Row};
 pub use spec::FeatureSpec;
 pub use state::{Applied, Lifetime, Published, UserState};

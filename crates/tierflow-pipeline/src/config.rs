@@ -81,6 +81,13 @@ pub struct PipelineConfig {
     pub max_stall_secs: u64,
     /// Rows per forward pass (a batch with more rows is scored in chunks).
     pub score_chunk_rows: usize,
+    /// Exactly-once outputs with Kafka transactions: the `transactional.id` of this process,
+    /// unique per process and stable across its restarts (e.g. the pod name). Absent =
+    /// at-least-once outputs with idempotency keys. Needs a broker with transactions; readers
+    /// must read with `isolation.level=read_committed`.
+    pub transactional_id: Option<String>,
+    /// Timeout of each transactional call.
+    pub transaction_timeout_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -98,6 +105,8 @@ impl Default for PipelineConfig {
             retry_backoff_max_ms: 2_000,
             max_stall_secs: 240,
             score_chunk_rows: 4_096,
+            transactional_id: None,
+            transaction_timeout_ms: 30_000,
         }
     }
 }

@@ -31,9 +31,10 @@ use tierflow_events::{
     Bytes, ClickEvent, Contract, DeadLetter, DecodeError, ErrorClass, EventTime,
 };
 use tierflow_model::{ModelHandle, ScoreError};
-use tierflow_store::{StateStore, StoreError};
+use tierflow_store::{StateStore, StoreError, Versioned};
 use tierflow_stream::{
-    BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError,
+    BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError, TxnFailure,
+    transaction_failure,
 };
 use tokio::sync::watch;
 
@@ -77,6 +78,8 @@ pub struct RunSummary {
     pub tier_changes: u64,
     pub user_scores: u64,
     pub dead_letters: u64,
+    /// Users whose state was rolled back from an uncommitted transaction (transactional mode).
+    pub rolled_back: u64,
 }
 
 impl RunSummary {
@@ -228,7 +231,17 @@ impl<S: StateStore> Pipeline<S> {
         consumer
             .subscribe(&[&self.topics.clickstream])
             .map_err(|e| StreamError::Config(format!("subscribing: {e}")))?;
-        let mut producer = BoundedProducer::new(&self.kafka, self.config.max_in_flight)?;
+        let mut producer = match &self.config.transactional_id {
+            None => BoundedProducer::new(&self.kafka, self.config.max_in_flight)?,
+            Some(id) => tokio::task::block_in_place(|| {
+                BoundedProducer::transactional(
+                    &self.kafka,
+                    self.config.max_in_flight,
+                    id,
+                    Duration::from_millis(self.config.transaction_timeout_ms),
+                )
+            })?,
+        };
         metrics::gauge!(telemetry::MODEL_INFO, "version" => self.model.version()).set(1.0);
         tracing::info!(
             group = %self.config.group_id,
@@ -400,6 +413,21 @@ impl<S: StateStore> Pipeline<S> {
             }
         }
 
+        if self.config.transactional_id.is_some() {
+            let decoded = Decoded {
+                inputs,
+                input_source,
+                letters,
+                ends,
+                now,
+            };
+            return self
+                .handle_transactional(
+                    consumer, producer, &batch, decoded, summary, shutdown, started,
+                )
+                .await;
+        }
+
         // Load the batch's users once.
         let (users, _) = process::users_of(&inputs);
         let mut retry = Retry::new(self, "load", shutdown);
@@ -528,6 +556,257 @@ impl<S: StateStore> Pipeline<S> {
         summary.dead_letters += letters.len() as u64;
         self.health.batch_done(batch.len());
         Ok(())
+    }
+}
+
+/// A batch split into decoded inputs and dead letters for what did not decode.
+struct Decoded {
+    inputs: Vec<Input>,
+    /// Index into the batch of each input.
+    input_source: Vec<usize>,
+    letters: Vec<DeadLetter>,
+    /// Last offset of each partition in the batch.
+    ends: BTreeMap<i32, i64>,
+    now: EventTime,
+}
+
+/// Why one transactional attempt failed.
+enum TxnError {
+    /// Abort the transaction and redo the batch.
+    Abort(String),
+    Fatal(PipelineError),
+}
+
+impl From<StreamError> for TxnError {
+    fn from(e: StreamError) -> Self {
+        match e.class() {
+            FailureClass::Fatal => Self::Fatal(e.into()),
+            _ => Self::Abort(e.to_string()),
+        }
+    }
+}
+
+fn txn_error(context: &'static str, e: KafkaError) -> TxnError {
+    match transaction_failure(&e) {
+        TxnFailure::Fatal => TxnError::Fatal(StreamError::Kafka { context, source: e }.into()),
+        TxnFailure::Abort | TxnFailure::Retriable => TxnError::Abort(format!("{context}: {e}")),
+    }
+}
+
+impl<S: StateStore> Pipeline<S> {
+    /// Exactly-once outputs: the batch's outputs and its consumer offsets go into one Kafka
+    /// transaction. The state is stored (with an undo image: the state before the batch)
+    /// inside the transaction, before its commit. If the transaction never commits — aborted
+    /// here, or the process died and the next instance's `init_transactions` aborted it — the
+    /// batch is read again from the committed offsets, and a stored state that already holds
+    /// any of the batch's offsets is rolled back to its undo image first. So state is applied
+    /// once and outputs are visible once to `read_committed` readers.
+    #[allow(clippy::too_many_arguments)]
+    async fn handle_transactional(
+        &self,
+        consumer: &GroupConsumer,
+        producer: &mut BoundedProducer,
+        batch: &[Received],
+        decoded: Decoded,
+        summary: &mut RunSummary,
+        shutdown: &watch::Receiver<bool>,
+        started: Instant,
+    ) -> Result<(), PipelineError> {
+        let topic = self.topics.clickstream.as_str();
+        let timeout = Duration::from_millis(self.config.transaction_timeout_ms);
+        let Decoded {
+            inputs,
+            input_source,
+            letters: decode_letters,
+            ends,
+            now,
+        } = decoded;
+        let group = consumer.group_metadata().ok_or_else(|| {
+            PipelineError::Config("transactional mode needs a consumer group".into())
+        })?;
+        let mut offsets = TopicPartitionList::new();
+        for (partition, last) in &ends {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(last + 1))
+                .map_err(|e| StreamError::Kafka {
+                    context: "listing offsets",
+                    source: e,
+                })?;
+        }
+        let (users, slots) = process::users_of(&inputs);
+        // The first offset of each partition each user has in this batch.
+        let mut first: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+        for (input, slot) in inputs.iter().zip(&slots) {
+            let entry = first
+                .entry((*slot, input.partition))
+                .or_insert(input.offset);
+            *entry = (*entry).min(input.offset);
+        }
+        let mut attempts = Retry::new(self, "transaction", shutdown);
+        loop {
+            // Load with undo images; roll back what an uncommitted transaction stored.
+            let mut retry = Retry::new(self, "load", shutdown);
+            let versioned = loop {
+                let t = Instant::now();
+                let result = self.store.load_with_undo(&users).await;
+                metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "load")
+                    .record(t.elapsed().as_secs_f64());
+                if let Some(v) = retry.check(result.map_err(Failure::from)).await? {
+                    break v;
+                }
+            };
+            let mut rolled_back = 0u64;
+            let loaded: Vec<tierflow_store::Loaded> = versioned
+                .into_iter()
+                .enumerate()
+                .map(|(slot, v)| {
+                    v.map(|v| {
+                        v.and_then(|Versioned { state, undo }| {
+                            let uncommitted = state.applied.iter().any(|(p, o)| {
+                                first.get(&(slot, *p)).is_some_and(|start| o >= start)
+                            });
+                            match undo {
+                                Some(previous) if uncommitted => {
+                                    rolled_back += 1;
+                                    previous
+                                }
+                                _ => Some(state),
+                            }
+                        })
+                    })
+                })
+                .collect();
+            if rolled_back > 0 {
+                tracing::info!(
+                    users = rolled_back,
+                    "rolled back state stored by a transaction that never committed"
+                );
+                metrics::counter!(telemetry::ROLLED_BACK).increment(rolled_back);
+                self.health.rolled_back(rolled_back);
+                summary.rolled_back += rolled_back;
+            }
+            let before: std::collections::HashMap<&str, Option<tierflow_features::UserState>> =
+                users
+                    .iter()
+                    .zip(&loaded)
+                    .filter_map(|(user, l)| l.as_ref().ok().map(|s| (*user, s.clone())))
+                    .collect();
+
+            let t = Instant::now();
+            let scorer = self.model.current();
+            let processed = process::process(&scorer, &self.config, &inputs, loaded, now)?;
+            metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
+            let mut letters = decode_letters.clone();
+            for rejected in &processed.rejected {
+                letters.push(dead_letter(
+                    topic,
+                    &batch[input_source[rejected.input]],
+                    rejected.class,
+                    None,
+                    rejected.reason.clone(),
+                    now,
+                ));
+            }
+            let encoded = Encoded::new(&processed, &letters, self.config.output_encoding);
+            let states: Vec<(&str, Vec<u8>)> = processed
+                .states
+                .iter()
+                .map(|(user, state)| {
+                    let undo = before.get(user.as_str()).and_then(Option::as_ref);
+                    (
+                        user.as_str(),
+                        tierflow_features::encode_with_undo(state, undo),
+                    )
+                })
+                .collect();
+            let latest: Vec<(&str, Vec<u8>)> = processed
+                .latest
+                .iter()
+                .map(|s| {
+                    (
+                        s.user_id.as_str(),
+                        tierflow_events::encode(s, tierflow_events::Encoding::Json),
+                    )
+                })
+                .collect();
+
+            let t = Instant::now();
+            let attempt: Result<(), TxnError> = async {
+                producer
+                    .begin_transaction()
+                    .map_err(|e| txn_error("beginning a transaction", e))?;
+                encoded.send(producer, &self.topics).await?;
+                let state_refs: Vec<(&str, &[u8])> =
+                    states.iter().map(|(u, b)| (*u, b.as_slice())).collect();
+                let latest_refs: Vec<(&str, &[u8])> =
+                    latest.iter().map(|(u, b)| (*u, b.as_slice())).collect();
+                let mut retry = Retry::new(self, "store", shutdown);
+                loop {
+                    let t = Instant::now();
+                    let result = self.store.store_raw(&state_refs, &latest_refs).await;
+                    metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "store")
+                        .record(t.elapsed().as_secs_f64());
+                    match retry.check(result.map_err(Failure::from)).await {
+                        Ok(Some(())) => break,
+                        Ok(None) => {}
+                        Err(e) => return Err(TxnError::Fatal(e)),
+                    }
+                }
+                tokio::task::block_in_place(|| {
+                    producer.send_offsets_to_transaction(&offsets, &group, timeout)
+                })
+                .map_err(|e| txn_error("adding offsets to the transaction", e))?;
+                tokio::task::block_in_place(|| producer.commit_transaction(timeout))
+                    .map_err(|e| txn_error("committing the transaction", e))
+            }
+            .await;
+            match attempt {
+                Ok(()) => {
+                    metrics::counter!(telemetry::TRANSACTIONS, "outcome" => "committed")
+                        .increment(1);
+                    metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "transaction")
+                        .record(t.elapsed().as_secs_f64());
+                    record_outcomes(&processed);
+                    encoded.count_delivered(&self.topics);
+                    summary.batches += 1;
+                    summary.records += batch.len() as u64;
+                    summary.add(&processed.counts);
+                    summary.tier_changes += processed.tier_changes.len() as u64;
+                    summary.user_scores += processed.user_scores.len() as u64;
+                    summary.dead_letters += letters.len() as u64;
+                    self.health.batch_done(batch.len());
+                    metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "batch")
+                        .record(started.elapsed().as_secs_f64());
+                    drop(offsets);
+                    return Ok(());
+                }
+                Err(TxnError::Fatal(e)) => {
+                    drop(offsets);
+                    return Err(e);
+                }
+                Err(TxnError::Abort(reason)) => {
+                    metrics::counter!(telemetry::TRANSACTIONS, "outcome" => "aborted").increment(1);
+                    tracing::warn!(%reason, "transaction failed; aborting it and redoing the batch");
+                    if let Err(e) =
+                        tokio::task::block_in_place(|| producer.abort_transaction(timeout))
+                    {
+                        if matches!(transaction_failure(&e), TxnFailure::Fatal) {
+                            drop(offsets);
+                            return Err(StreamError::Kafka {
+                                context: "aborting a transaction",
+                                source: e,
+                            }
+                            .into());
+                        }
+                        tracing::warn!(error = %e, "abort failed; redoing the batch anyway");
+                    }
+                    if let Err(e) = attempts.check::<()>(Err(Failure::Retriable(reason))).await {
+                        drop(offsets);
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 }
 

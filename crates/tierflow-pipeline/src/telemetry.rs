@@ -52,6 +52,11 @@ pub const MODEL_INFO: &str = "tierflow_model_info";
 /// Event time to output acknowledgement, seconds (for live traffic; replays show their age).
 pub const EVENT_TO_OUTPUT_SECONDS: &str = "tierflow_event_to_output_seconds";
 
+/// Kafka transactions by outcome (committed, aborted), transactional mode.
+pub const TRANSACTIONS: &str = "tierflow_transactions_total";
+/// Users whose stored state was rolled back to its undo image (a transaction never committed).
+pub const ROLLED_BACK: &str = "tierflow_rolled_back_total";
+
 /// Every metric this crate exports (for dashboards and their tests).
 pub const ALL: &[&str] = &[
     EVENTS_IN,
@@ -72,6 +77,8 @@ pub const ALL: &[&str] = &[
     ASSIGNED_PARTITIONS,
     MODEL_INFO,
     EVENT_TO_OUTPUT_SECONDS,
+    TRANSACTIONS,
+    ROLLED_BACK,
 ];
 
 /// Installs the process-wide Prometheus recorder with histogram buckets fit for each metric.
@@ -119,6 +126,11 @@ fn describe() {
     );
     describe_gauge!(ASSIGNED_PARTITIONS, "Partitions assigned to this process");
     describe_gauge!(MODEL_INFO, "Model version in use");
+    describe_counter!(TRANSACTIONS, "Kafka transactions by outcome");
+    describe_counter!(
+        ROLLED_BACK,
+        "User states rolled back from uncommitted transactions"
+    );
     describe_histogram!(
         EVENT_TO_OUTPUT_SECONDS,
         Unit::Seconds,
@@ -135,6 +147,7 @@ pub struct Health {
     /// Batches and records completed (for logs and tests).
     batches: AtomicU64,
     records: AtomicU64,
+    rolled_back: AtomicU64,
 }
 
 impl Health {
@@ -154,6 +167,16 @@ impl Health {
     pub fn batch_done(&self, records: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Counts users rolled back from an uncommitted transaction.
+    pub fn rolled_back(&self, users: u64) {
+        self.rolled_back.fetch_add(users, Ordering::Relaxed);
+    }
+
+    /// Users rolled back so far.
+    pub fn rollbacks(&self) -> u64 {
+        self.rolled_back.load(Ordering::Relaxed)
     }
 
     /// Records whose batch completed (outputs acknowledged, state stored, commit sent).

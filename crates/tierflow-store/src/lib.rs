@@ -37,25 +37,29 @@ impl StoreError {
     }
 }
 
-/// Per-user state storage with batched operations.
+/// A stored state with its undo image, as the transactional pipeline reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub state: UserState,
+    /// `Some` when the value was written with an undo image: the state before that write
+    /// (`Some(None)`: the user had none).
+    pub undo: Option<Option<UserState>>,
+}
+
+/// Per-user state storage with batched operations. Implementations move encoded bytes; the
+/// provided methods encode and decode.
 pub trait StateStore: Send + Sync {
-    /// Loads the states of `users`, in order, in one round trip.
-    fn load(&self, users: &[&str]) -> impl Future<Output = Result<Vec<Loaded>, StoreError>> + Send;
-
-    /// Stores every `(user, state)` pair in one round trip, each with the configured TTL.
-    fn store(
+    /// The stored values of `users`, in order, in one round trip.
+    fn load_raw(
         &self,
-        states: &[(&str, &UserState)],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.store_with_scores(states, &[])
-    }
+        users: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, StoreError>> + Send;
 
-    /// Stores every `(user, state)` pair and, beside them, each `(user, record)` latest-score
-    /// record (readable with [`StateStore::latest_scores`] for request-time lookups), all in
-    /// one round trip, with the configured TTL.
-    fn store_with_scores(
+    /// Stores every `(user, encoded state)` pair and, beside them, each `(user, record)`
+    /// latest-score record, all in one round trip, with the configured TTL.
+    fn store_raw(
         &self,
-        states: &[(&str, &UserState)],
+        states: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -67,4 +71,70 @@ pub trait StateStore: Send + Sync {
 
     /// Round trips made so far (for metrics and for tests that hold the batching promise).
     fn round_trips(&self) -> u64;
+
+    /// Loads the states of `users`, in order, in one round trip.
+    fn load(&self, users: &[&str]) -> impl Future<Output = Result<Vec<Loaded>, StoreError>> + Send {
+        async move {
+            Ok(self
+                .load_raw(users)
+                .await?
+                .into_iter()
+                .map(|value| {
+                    value
+                        .map(|bytes| tierflow_features::decode_state(&bytes))
+                        .transpose()
+                })
+                .collect())
+        }
+    }
+
+    /// Loads the states of `users` with their undo images, in one round trip.
+    #[allow(clippy::type_complexity)]
+    fn load_with_undo(
+        &self,
+        users: &[&str],
+    ) -> impl Future<Output = Result<Vec<Result<Option<Versioned>, StateDecodeError>>, StoreError>> + Send
+    {
+        async move {
+            Ok(self
+                .load_raw(users)
+                .await?
+                .into_iter()
+                .map(|value| {
+                    value
+                        .map(|bytes| {
+                            tierflow_features::decode_with_undo(&bytes)
+                                .map(|(state, undo)| Versioned { state, undo })
+                        })
+                        .transpose()
+                })
+                .collect())
+        }
+    }
+
+    /// Stores every `(user, state)` pair in one round trip, each with the configured TTL.
+    fn store(
+        &self,
+        states: &[(&str, &UserState)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.store_with_scores(states, &[])
+    }
+
+    /// Stores states and, beside them, latest-score records (readable with
+    /// [`StateStore::latest_scores`] for request-time lookups), in one round trip.
+    fn store_with_scores(
+        &self,
+        states: &[(&str, &UserState)],
+        scores: &[(&str, &[u8])],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let encoded: Vec<(&str, Vec<u8>)> = states
+            .iter()
+            .map(|(user, state)| (*user, tierflow_features::encode_state(state)))
+            .collect();
+        async move {
+            let refs: Vec<(&str, &[u8])> =
+                encoded.iter().map(|(u, b)| (*u, b.as_slice())).collect();
+            self.store_raw(&refs, scores).await
+        }
+    }
 }

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tierflow_features::{UserState, decode_state, encode_state};
-
-use crate::{Loaded, StateStore, StoreError};
+use crate::{StateStore, StoreError};
 
 /// State in a map. No TTL: the demo's users never go quiet long enough to matter.
 #[derive(Debug, Default)]
@@ -42,24 +40,24 @@ impl MemoryStore {
 }
 
 impl StateStore for MemoryStore {
-    async fn load(&self, users: &[&str]) -> Result<Vec<Loaded>, StoreError> {
+    async fn load_raw(&self, users: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let states = self.states.lock().expect("memory store lock");
         Ok(users
             .iter()
-            .map(|user| states.get(*user).map(|b| decode_state(b)).transpose())
+            .map(|user| states.get(*user).cloned())
             .collect())
     }
 
-    async fn store_with_scores(
+    async fn store_raw(
         &self,
-        batch: &[(&str, &UserState)],
+        batch: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
     ) -> Result<(), StoreError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut states = self.states.lock().expect("memory store lock");
-        for (user, state) in batch {
-            states.insert((*user).to_owned(), encode_state(state));
+        for (user, bytes) in batch {
+            states.insert((*user).to_owned(), bytes.to_vec());
         }
         let mut latest = self.scores.lock().expect("memory store lock");
         for (user, record) in scores {

@@ -11,10 +11,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError};
-use tierflow_features::{UserState, decode_state, encode_state};
 
 use crate::config::RedisConfig;
-use crate::{Loaded, StateStore, StoreError};
+use crate::{StateStore, StoreError};
 
 #[derive(Clone)]
 enum Connection {
@@ -185,7 +184,7 @@ fn classify(e: RedisError) -> StoreError {
 }
 
 impl StateStore for RedisStore {
-    async fn load(&self, users: &[&str]) -> Result<Vec<Loaded>, StoreError> {
+    async fn load_raw(&self, users: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if users.is_empty() {
             return Ok(Vec::new());
         }
@@ -193,16 +192,12 @@ impl StateStore for RedisStore {
         for user in users {
             mget.arg(self.config.state_key(user));
         }
-        let values: Vec<Option<Vec<u8>>> = self.run(|c| query(&mget, c)).await?;
-        Ok(values
-            .into_iter()
-            .map(|value| value.map(|bytes| decode_state(&bytes)).transpose())
-            .collect())
+        self.run(|c| query(&mget, c)).await
     }
 
-    async fn store_with_scores(
+    async fn store_raw(
         &self,
-        states: &[(&str, &UserState)],
+        states: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
     ) -> Result<(), StoreError> {
         if states.is_empty() && scores.is_empty() {
@@ -216,7 +211,7 @@ impl StateStore for RedisStore {
         };
         let sets: Vec<redis::Cmd> = states
             .iter()
-            .map(|(user, state)| set(self.config.state_key(user), &encode_state(state)))
+            .map(|(user, bytes)| set(self.config.state_key(user), bytes))
             .chain(
                 scores
                     .iter()

@@ -37,6 +37,16 @@ impl EmbeddedBroker {
         KafkaConfig::new(self.bootstrap_servers())
     }
 
+    /// Makes the cluster answer the next requests of `api` with `errors`, in order (fault
+    /// injection for tests).
+    pub fn inject_request_errors(
+        &self,
+        api: rdkafka::types::RDKafkaApiKey,
+        errors: &[rdkafka::types::RDKafkaRespErr],
+    ) {
+        self.cluster.request_errors(api, errors);
+    }
+
     /// The mock cluster does not serve the CreateTopics admin call; it has its own.
     pub fn create_topics(&self, topics: &[TopicSpec]) -> Result<(), StreamError> {
         for topic in topics {

@@ -40,6 +40,30 @@ impl StreamError {
     }
 }
 
+/// What a failed transactional call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnFailure {
+    /// Call it again.
+    Retriable,
+    /// Abort the transaction, then redo its work.
+    Abort,
+    /// The producer is unusable (fenced by a newer instance, or misconfigured): stop.
+    Fatal,
+}
+
+/// Classifies the error of a transactional call (`KafkaError::Transaction`).
+pub fn transaction_failure(error: &KafkaError) -> TxnFailure {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => TxnFailure::Fatal,
+        KafkaError::Transaction(e) if e.txn_requires_abort() => TxnFailure::Abort,
+        KafkaError::Transaction(e) if e.is_retriable() => TxnFailure::Retriable,
+        other => match classify(other) {
+            FailureClass::Fatal => TxnFailure::Fatal,
+            _ => TxnFailure::Abort,
+        },
+    }
+}
+
 /// Classifies an rdkafka error. Unknown codes are treated as retriable: a stage that retries
 /// with backoff and reports is safer than one that drops data.
 pub fn classify(error: &KafkaError) -> FailureClass {

@@ -86,6 +86,63 @@ impl BoundedProducer {
         })
     }
 
+    /// A transactional producer (`transactional.id` = `id`, unique per process and stable
+    /// across its restarts): `init_transactions` fences any older instance with the same id
+    /// and aborts the transaction it left open. Blocks the calling thread (use it from
+    /// `block_in_place` or a blocking task).
+    pub fn transactional(
+        config: &KafkaConfig,
+        max_in_flight: usize,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Self, StreamError> {
+        let mut config = config.clone();
+        config
+            .properties
+            .insert("transactional.id".into(), id.to_owned());
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        for key in ["transaction.timeout.ms", "message.timeout.ms"] {
+            config
+                .properties
+                .entry(key.into())
+                .or_insert_with(|| "60000".into());
+        }
+        let producer = Self::new(&config, max_in_flight)?;
+        producer
+            .producer
+            .init_transactions(timeout)
+            .map_err(|e| StreamError::kafka("initialising transactions", e))?;
+        Ok(producer)
+    }
+
+    /// Starts a transaction: what is sent until commit or abort belongs to it.
+    pub fn begin_transaction(&self) -> Result<(), KafkaError> {
+        self.producer.begin_transaction()
+    }
+
+    /// Adds the consumer offsets to the open transaction (committed with it). Blocking.
+    pub fn send_offsets_to_transaction(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        self.producer
+            .send_offsets_to_transaction(offsets, group, timeout)
+    }
+
+    /// Commits the open transaction (flushes first). Blocking.
+    pub fn commit_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.commit_transaction(timeout)
+    }
+
+    /// Aborts the open transaction; records sent in it are never seen by `read_committed`
+    /// readers. Forgets the deliveries still awaited. Blocking.
+    pub fn abort_transaction(&mut self, timeout: Duration) -> Result<(), KafkaError> {
+        self.in_flight.clear();
+        self.producer.abort_transaction(timeout)
+    }
+
     pub fn stats(&self) -> ProduceStats {
         self.stats
     }

@@ -12,14 +12,23 @@ use crate::process::{Service, accepts, answers, find_binary, free_port};
 const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A private redis-server on a free loopback port; nothing is persisted.
+/// A private redis-server on a free loopback port; nothing is persisted unless started with
+/// [`RedisServer::start_persistent`].
 #[derive(Debug)]
 pub struct RedisServer {
-    service: Service,
+    /// `None` while stopped ([`RedisServer::stop`]).
+    service: Option<Service>,
+    binary: PathBuf,
+    port: u16,
+    /// Arguments after the common ones (password, TLS files, persistence).
+    extra: Vec<String>,
+    /// Speaks only TLS (on `port`).
+    speaks_tls: bool,
+    persistent: bool,
     password: Option<String>,
     /// CA file and the directory holding the certificates, for TLS servers.
     tls: Option<(PathBuf, TempDir)>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl RedisServer {
@@ -34,6 +43,13 @@ impl RedisServer {
         Ok(server)
     }
 
+    /// A server that writes every acknowledged write to its append-only file before
+    /// answering (`appendfsync always`), so that [`RedisServer::stop`] (a crash) and
+    /// [`RedisServer::restart`] keep everything it acknowledged — and nothing it did not.
+    pub fn start_persistent() -> Result<Self> {
+        Self::start_configured(&[], false, true)
+    }
+
     /// A server that speaks only TLS, with a certificate for 127.0.0.1 signed by a fresh CA;
     /// `url()` is `rediss://...`, and `tls_ca_file()` is the CA to trust (PEM).
     pub fn start_tls() -> Result<Self> {
@@ -42,7 +58,7 @@ impl RedisServer {
         let cert = files.cert.display().to_string();
         let key = files.key.display().to_string();
         let ca = files.ca.display().to_string();
-        let mut server = Self::start_with_args_and(
+        let mut server = Self::start_configured(
             &[
                 "--tls-cert-file",
                 &cert,
@@ -54,6 +70,7 @@ impl RedisServer {
                 "no",
             ],
             true,
+            false,
         )?;
         server.tls = Some((files.ca, dir));
         Ok(server)
@@ -65,56 +82,69 @@ impl RedisServer {
     }
 
     fn start_with_args(extra: &[&str]) -> Result<Self> {
-        Self::start_with_args_and(extra, false)
+        Self::start_configured(extra, false, false)
     }
 
-    fn start_with_args_and(extra: &[&str], tls: bool) -> Result<Self> {
+    fn start_configured(extra: &[&str], tls: bool, persistent: bool) -> Result<Self> {
         let binary = find_binary("redis-server", "TIERFLOW_REDIS_SERVER")?;
-        let dir = tempfile::tempdir().context("creating redis dir")?;
+        let mut dir = tempfile::tempdir().context("creating redis dir")?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
-            let mut command = Command::new(&binary);
-            let (plain_port, tls_port) = if tls { (0, port) } else { (port, 0) };
-            command
-                .args(["--port", &plain_port.to_string()])
-                .args(["--tls-port", &tls_port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--protected-mode", "no"])
-                .args(extra)
-                .arg("--dir")
-                .arg(dir.path());
-            match Service::spawn(
-                "redis-server",
-                command,
-                port,
-                dir.path().join(format!("redis-{port}.log")),
-                // With a password, PING answers -NOAUTH: still proof the server is up. A TLS
-                // port cannot be pinged in plain text; accepting connections is enough.
-                |addr| {
-                    if tls {
-                        accepts(addr)
-                    } else {
-                        answers(addr, b"PING\r\n", b"+PONG")
-                            || answers(addr, b"PING\r\n", b"-NOAUTH")
-                    }
-                },
-                READY_TIMEOUT,
-            ) {
-                Ok(service) => {
-                    return Ok(Self {
-                        service,
-                        password: None,
-                        tls: None,
-                        _dir: dir,
-                    });
+            let mut server = Self {
+                service: None,
+                binary: binary.clone(),
+                port: free_port()?,
+                extra: extra.iter().map(|&a| a.to_owned()).collect(),
+                speaks_tls: tls,
+                persistent,
+                password: None,
+                tls: None,
+                dir,
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    last_error = Some(e);
+                    dir = server.dir;
                 }
-                Err(e) => last_error = Some(e),
             }
         }
         Err(last_error.expect("at least one attempt"))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let tls = self.speaks_tls;
+        let (plain_port, tls_port) = if tls { (0, self.port) } else { (self.port, 0) };
+        let appendonly = if self.persistent { "yes" } else { "no" };
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["--port", &plain_port.to_string()])
+            .args(["--tls-port", &tls_port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", appendonly])
+            .args(["--appendfsync", "always"])
+            .args(["--protected-mode", "no"])
+            .args(&self.extra)
+            .arg("--dir")
+            .arg(self.dir.path());
+        self.service = Some(Service::spawn(
+            "redis-server",
+            command,
+            self.port,
+            self.dir.path().join(format!("redis-{}.log", self.port)),
+            // With a password, PING answers -NOAUTH: still proof the server is up. A TLS
+            // port cannot be pinged in plain text; accepting connections is enough.
+            |addr| {
+                if tls {
+                    accepts(addr)
+                } else {
+                    answers(addr, b"PING\r\n", b"+PONG") || answers(addr, b"PING\r\n", b"-NOAUTH")
+                }
+            },
+            READY_TIMEOUT,
+        )?);
+        Ok(())
     }
 
     /// `redis://127.0.0.1:PORT/`, or `redis://:PASSWORD@127.0.0.1:PORT/` with a password.
@@ -125,29 +155,67 @@ impl RedisServer {
             "redis"
         };
         match &self.password {
-            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}/", self.service.port()),
-            None => format!("{scheme}://127.0.0.1:{}/", self.service.port()),
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
         }
     }
 
     pub fn port(&self) -> u16 {
-        self.service.port()
+        self.port
     }
 
+    /// The server's process id. Panics while the server is stopped.
     pub fn pid(&self) -> u32 {
-        self.service.pid()
+        self.service
+            .as_ref()
+            .map(Service::pid)
+            .expect("redis-server is stopped: it has no pid")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.service.is_some()
     }
 
     /// Freezes the server (SIGSTOP): connections stay open and data stays in memory, but
     /// nothing is answered until [`RedisServer::resume`] — an outage that loses nothing, which
     /// killing an unpersisted server would not be. Dropping a paused server still kills it.
     pub fn pause(&self) -> Result<()> {
-        signal(self.pid(), "STOP")
+        signal(self.running_pid()?, "STOP")
     }
 
     /// Lets a paused server run again (SIGCONT); it answers what queued up meanwhile.
     pub fn resume(&self) -> Result<()> {
-        signal(self.pid(), "CONT")
+        signal(self.running_pid()?, "CONT")
+    }
+
+    /// Kills the server (as a crash would): connections drop, new ones are refused until
+    /// [`RedisServer::restart`]. Only a [`RedisServer::start_persistent`] server keeps its
+    /// data through this.
+    pub fn stop(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            service.kill();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (stopping it first if it runs).
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// The server's recent log lines, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.service
+            .as_ref()
+            .map(Service::log_tail)
+            .unwrap_or_default()
+    }
+
+    fn running_pid(&self) -> Result<u32> {
+        self.service
+            .as_ref()
+            .map(Service::pid)
+            .context("redis-server is stopped")
     }
 }
 
