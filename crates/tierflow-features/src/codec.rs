@@ -61,8 +61,10 @@ struct WireV2 {
 struct WireV3 {
     base: WireV2,
     tier: Option<u8>,
-    tier_since_back: u64,
-    score_back: Option<u64>,
+    /// Signed: a decision time may lie after the newest event (a fresh
+    /// state's default, or a clock that moved back), and must survive.
+    tier_since_back: i64,
+    score_back: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,7 +81,7 @@ struct WireBucket {
 
 pub fn encode_state(state: &UserState) -> Vec<u8> {
     let newest = state.newest_ms.unwrap_or(0);
-    let back = |ts: i64| newest.saturating_sub(ts).max(0) as u64;
+    let back = |ts: i64| newest.saturating_sub(ts);
     let published = &state.published;
     let wire = WireV3 {
         base: wire_v2(state),
@@ -211,7 +213,14 @@ pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
             let wire: WireV3 = decode_body(format, body)?;
             let newest = wire.base.base.newest_ms.unwrap_or(0);
             let mut state = from_v2(wire.base, format)?;
-            let at = |back: u64| time_back(newest, back, format);
+            let at = |back: i64| {
+                newest
+                    .checked_sub(back)
+                    .ok_or_else(|| StateDecodeError::Corrupt {
+                        format,
+                        reason: format!("decision time {back} ms before {newest} overflows"),
+                    })
+            };
             state.published = Published {
                 tier: wire.tier,
                 tier_since_ms: at(wire.tier_since_back)?,
@@ -445,6 +454,22 @@ mod tests {
         let bytes = encode_state(&state);
         assert_eq!(bytes[0], STATE_FORMAT_VERSION);
         assert_eq!(decode_state(&bytes).unwrap(), state);
+
+        // Decision times after the newest event (the default 0 of a state
+        // whose events predate 1970, or a clock that stepped back) survive.
+        for published in [
+            Published::default(),
+            Published {
+                tier: Some(1),
+                tier_since_ms: t0 + 86_400_000,
+                score_ms: Some(t0 + 1),
+            },
+        ] {
+            let mut early = UserState::default();
+            early.apply(&purchase("e0", -1, 1.0));
+            early.published = published;
+            assert_eq!(decode_state(&encode_state(&early)).unwrap(), early);
+        }
 
         let mut v2 = vec![2u8];
         bincode::serde::encode_into_std_write(wire_v2(&state), &mut v2, config()).unwrap();
