@@ -72,6 +72,12 @@ pub struct PipelineConfig {
     /// librdkafka prefetch bound per consumer (`queued.max.messages.kbytes`): with a stalled
     /// stage, consumption stops here instead of growing memory.
     pub consumer_queue_kbytes: u64,
+    /// How long the broker may hold a fetch open waiting for data (`fetch.wait.max.ms`):
+    /// short keeps latency low at modest rates.
+    pub fetch_wait_max_ms: u64,
+    /// A stage waiting longer than this (outputs not acknowledged, Redis not answering)
+    /// counts as stalled: `/readyz` fails until it completes.
+    pub slow_stage_secs: u64,
     /// Longest pause between retries of a retriable failure (Redis or broker down).
     pub retry_backoff_max_ms: u64,
     /// A stage that keeps failing this long stops the process without committing (the
@@ -102,6 +108,8 @@ impl Default for PipelineConfig {
             output_encoding: Encoding::Json,
             max_in_flight: 50_000,
             consumer_queue_kbytes: 16 * 1024,
+            fetch_wait_max_ms: 10,
+            slow_stage_secs: 10,
             retry_backoff_max_ms: 2_000,
             max_stall_secs: 240,
             score_chunk_rows: 4_096,

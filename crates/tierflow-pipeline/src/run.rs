@@ -15,9 +15,9 @@
 //! with backoff — nothing is fetched meanwhile, librdkafka's prefetch is bounded — until it
 //! succeeds or `max_stall_secs` passes; then the process stops without committing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
@@ -36,7 +36,9 @@ use tierflow_stream::{
     BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError, TxnFailure,
     transaction_failure,
 };
-use tokio::sync::watch;
+use tierflow_features::UserState;
+use tierflow_store::Loaded;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{PipelineConfig, TopicsConfig};
 use crate::process::{self, BatchCounts, Input, Processed};
@@ -83,6 +85,17 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    fn merge(&mut self, other: &RunSummary) {
+        self.batches += other.batches;
+        self.records += other.records;
+        self.undecodable += other.undecodable;
+        self.add(&other.counts);
+        self.tier_changes += other.tier_changes;
+        self.user_scores += other.user_scores;
+        self.dead_letters += other.dead_letters;
+        self.rolled_back += other.rolled_back;
+    }
+
     fn add(&mut self, counts: &BatchCounts) {
         let c = &mut self.counts;
         c.applied += counts.applied;
@@ -114,6 +127,66 @@ struct Received {
     event: Result<ClickEvent, DecodeError>,
 }
 
+/// Batches handed to the durable stage and batches it finished, so a revocation can wait
+/// until everything read from the revoked partitions is durable and committed.
+#[derive(Debug, Default)]
+struct Inflight {
+    state: Mutex<InflightState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct InflightState {
+    /// Sequence number of the last batch handed over.
+    sent: u64,
+    /// Sequence number of the last batch whose outputs, state and commit are done.
+    durable: u64,
+    /// The durable stage ended; nobody will finish anything any more.
+    closed: bool,
+}
+
+impl Inflight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InflightState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Numbers the next batch.
+    fn next(&self) -> u64 {
+        let mut state = self.lock();
+        state.sent += 1;
+        state.sent
+    }
+
+    fn durable(&self) -> u64 {
+        self.lock().durable
+    }
+
+    fn mark_durable(&self, seq: u64) {
+        self.lock().durable = seq;
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until every batch handed over is durable (or the stage ended, or `timeout`).
+    fn wait_drained(&self, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.durable < s.sent && !s.closed)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.durable >= state.sent
+    }
+
+    fn idle(&self) -> bool {
+        let state = self.lock();
+        state.durable >= state.sent || state.closed
+    }
+}
+
 /// The consumer's view of rebalances and statistics.
 struct GroupContext {
     health: Arc<Health>,
@@ -122,6 +195,39 @@ struct GroupContext {
     assigned: Mutex<BTreeSet<i32>>,
     /// Partitions that delivered a record since they were assigned.
     resumed: Mutex<BTreeSet<i32>>,
+    inflight: Arc<Inflight>,
+    /// How long a revocation waits for batches in flight to become durable.
+    drain_timeout: Duration,
+}
+
+impl GroupContext {
+    /// Called before partitions are taken away: the batches in flight hold their records,
+    /// so wait until those are durable and their offsets committed. The next owner then
+    /// starts exactly after them instead of replaying them.
+    fn drain_before_revoke(&self) {
+        if self.inflight.idle() {
+            return;
+        }
+        let started = Instant::now();
+        let wait = || self.inflight.wait_drained(self.drain_timeout);
+        // The callback runs on the task polling the consumer; on a multi-threaded runtime
+        // `block_in_place` lets the durable stage progress on the other workers meanwhile.
+        let drained = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            Ok(_) => false,
+            Err(_) => wait(),
+        };
+        if drained {
+            tracing::info!(waited = ?started.elapsed(), "batches in flight are durable and committed before the revocation");
+        } else {
+            tracing::warn!(
+                waited = ?started.elapsed(),
+                "batches in flight were not durable before the revocation; the next owner replays them (idempotently)"
+            );
+        }
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -142,6 +248,7 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Revoke(list) = rebalance {
             let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?partitions, "partitions revoked");
+            self.drain_before_revoke();
             let mut assigned = self.assigned.lock().expect("assigned lock");
             for p in &partitions {
                 assigned.remove(p);
@@ -200,19 +307,58 @@ impl From<StoreError> for Failure {
     }
 }
 
-impl<S: StateStore> Pipeline<S> {
-    /// Runs until `shutdown` turns true (the batch in flight is finished and committed) or a
-    /// fatal error.
-    pub async fn run(
-        self,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<RunSummary, PipelineError> {
+/// A batch ready to be made durable: its outputs encoded, its new states, its offsets.
+struct Ready {
+    seq: u64,
+    started: Instant,
+    records: usize,
+    encoded: Encoded,
+    /// The batch's new states; shared with the loader, which reads them instead of Redis
+    /// for users of a later batch while this one is not stored yet.
+    states: Arc<HashMap<String, UserState>>,
+    /// Latest-score records, stored beside the states.
+    latest: Vec<(String, Vec<u8>)>,
+    /// Last offset of each partition in the batch.
+    ends: BTreeMap<i32, i64>,
+    /// Event time of every applied input, for the event-to-output latency.
+    event_ms: Vec<i64>,
+    /// What this batch adds to the run's totals once durable.
+    totals: RunSummary,
+}
+
+/// New states of batches not yet stored, newest last.
+#[derive(Default)]
+struct Unstored {
+    batches: VecDeque<(u64, Arc<HashMap<String, UserState>>)>,
+}
+
+impl Unstored {
+    /// Forgets batches the durable stage has stored (Redis has them now).
+    fn prune(&mut self, durable: u64) {
+        while self.batches.front().is_some_and(|(seq, _)| *seq <= durable) {
+            self.batches.pop_front();
+        }
+    }
+
+    /// The newest unstored state of `user`.
+    fn get(&self, user: &str) -> Option<&UserState> {
+        self.batches.iter().rev().find_map(|(_, states)| states.get(user))
+    }
+}
+
+impl<S: StateStore + 'static> Pipeline<S> {
+    /// Runs until `shutdown` turns true (the batches in flight are finished and committed)
+    /// or a fatal error.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<RunSummary, PipelineError> {
         self.config.validate().map_err(PipelineError::Config)?;
+        let inflight = Arc::new(Inflight::default());
         let context = GroupContext {
             health: Arc::clone(&self.health),
             revoked: Mutex::new(Vec::new()),
             assigned: Mutex::new(BTreeSet::new()),
             resumed: Mutex::new(BTreeSet::new()),
+            inflight: Arc::clone(&inflight),
+            drain_timeout: Duration::from_secs(self.config.max_stall_secs),
         };
         let mut consumer_config = self.kafka.consumer_config(&self.config.group_id);
         consumer_config
@@ -220,6 +366,7 @@ impl<S: StateStore> Pipeline<S> {
                 "queued.max.messages.kbytes",
                 self.config.consumer_queue_kbytes.to_string(),
             )
+            .set("fetch.wait.max.ms", self.config.fetch_wait_max_ms.to_string())
             .set("statistics.interval.ms", "5000");
         // Pass-through properties win over ours, as everywhere.
         for (key, value) in &self.kafka.properties {
@@ -231,7 +378,7 @@ impl<S: StateStore> Pipeline<S> {
         consumer
             .subscribe(&[&self.topics.clickstream])
             .map_err(|e| StreamError::Config(format!("subscribing: {e}")))?;
-        let mut producer = match &self.config.transactional_id {
+        let producer = match &self.config.transactional_id {
             None => BoundedProducer::new(&self.kafka, self.config.max_in_flight)?,
             Some(id) => tokio::task::block_in_place(|| {
                 BoundedProducer::transactional(
@@ -247,31 +394,424 @@ impl<S: StateStore> Pipeline<S> {
             group = %self.config.group_id,
             topic = %self.topics.clickstream,
             model = %self.model.version(),
+            transactional = self.config.transactional_id.is_some(),
             "pipeline started"
         );
 
+        let this = Arc::new(self);
+        let consumer = Arc::new(consumer);
+        let result = if this.config.transactional_id.is_some() {
+            this.run_transactional(&consumer, producer, shutdown).await
+        } else {
+            Arc::clone(&this)
+                .run_pipelined(&consumer, producer, inflight, shutdown)
+                .await
+        };
+        consumer.unsubscribe();
+        drop(consumer);
+        this.health.set_joined(false);
+        match &result {
+            Ok(summary) => tracing::info!(?summary, "pipeline stopped"),
+            Err(e) => tracing::error!(error = %e, "pipeline stopped"),
+        }
+        result
+    }
+
+    /// One batch at a time, each in one Kafka transaction.
+    async fn run_transactional(
+        &self,
+        consumer: &GroupConsumer,
+        mut producer: BoundedProducer,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<RunSummary, PipelineError> {
         let mut summary = RunSummary::default();
-        let mut result = Ok(());
         while !*shutdown.borrow() {
-            let batch = self.collect(&consumer, &mut shutdown).await;
+            let batch = self.collect(consumer, &mut shutdown).await;
             if batch.is_empty() {
                 continue;
             }
-            if let Err(e) = self
-                .handle(&consumer, &mut producer, batch, &mut summary, &shutdown)
+            let started = Instant::now();
+            let decoded = self.decode(&batch, &mut summary);
+            self.handle_transactional(
+                consumer,
+                &mut producer,
+                &batch,
+                decoded,
+                &mut summary,
+                &shutdown,
+                started,
+            )
+            .await?;
+        }
+        Ok(summary)
+    }
+
+    /// Two stages joined by a one-batch channel: this task collects, loads and scores batch
+    /// N+1 while the durable stage produces, stores and commits batch N. Users of batch N+1
+    /// that batch N changed are taken from batch N's new states, not from Redis, until
+    /// batch N is stored. The durable stage works strictly in order, so offsets are still
+    /// committed only after everything before them is durable.
+    async fn run_pipelined(
+        self: Arc<Self>,
+        consumer: &Arc<GroupConsumer>,
+        producer: BoundedProducer,
+        inflight: Arc<Inflight>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<RunSummary, PipelineError> {
+        let (to_durable, from_loader) = mpsc::channel::<Ready>(1);
+        let mut durable = tokio::spawn(Arc::clone(&self).durable_stage(
+            Arc::clone(consumer),
+            producer,
+            from_loader,
+            Arc::clone(&inflight),
+            shutdown.clone(),
+        ));
+        let mut unstored = Unstored::default();
+        let mut undecodable = 0;
+        let mut failed = None;
+        while !*shutdown.borrow() && !durable.is_finished() {
+            let batch = self.collect(consumer, &mut shutdown).await;
+            if batch.is_empty() {
+                continue;
+            }
+            match self
+                .prepare(batch, &mut unstored, &inflight, &mut undecodable, &shutdown)
                 .await
             {
-                result = Err(e);
-                break;
+                Ok(ready) => {
+                    if to_durable.send(ready).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        consumer.unsubscribe();
-        drop(consumer);
-        self.health.set_joined(false);
-        tracing::info!(?summary, "pipeline stopped");
+        // Let the durable stage finish what it holds, then report.
+        drop(to_durable);
+        let durable_result = match (&mut durable).await {
+            Ok(result) => result,
+            Err(e) => Err(PipelineError::Config(format!("the durable stage panicked: {e}"))),
+        };
+        inflight.close();
+        match (failed, durable_result) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(mut summary)) => {
+                summary.undecodable += undecodable;
+                Ok(summary)
+            }
+        }
+    }
+
+    /// Splits a batch into decoded inputs and dead letters for what did not decode.
+    fn decode(&self, batch: &[Received], summary: &mut RunSummary) -> Decoded {
+        let topic = self.topics.clickstream.as_str();
+        metrics::counter!(telemetry::EVENTS_IN, "topic" => topic.to_owned())
+            .increment(batch.len() as u64);
+        metrics::histogram!(telemetry::BATCH_RECORDS).record(batch.len() as f64);
+        let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
+        let mut input_source: Vec<usize> = Vec::with_capacity(batch.len());
+        let mut letters: Vec<DeadLetter> = Vec::new();
+        let now = EventTime::now();
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        for (i, received) in batch.iter().enumerate() {
+            let end = ends.entry(received.partition).or_insert(received.offset);
+            *end = (*end).max(received.offset);
+            match &received.event {
+                Ok(event) => {
+                    inputs.push(Input {
+                        partition: received.partition,
+                        offset: received.offset,
+                        event: event.clone(),
+                    });
+                    input_source.push(i);
+                }
+                Err(error) => {
+                    metrics::counter!(telemetry::DEAD_LETTERS, "reason" => error.kind.as_str())
+                        .increment(1);
+                    metrics::counter!(telemetry::OUTCOMES, "outcome" => "undecodable").increment(1);
+                    summary.undecodable += 1;
+                    letters.push(dead_letter(
+                        topic,
+                        received,
+                        ErrorClass::Decode,
+                        Some(error),
+                        error.reason.clone(),
+                        now,
+                    ));
+                }
+            }
+        }
+        Decoded {
+            inputs,
+            input_source,
+            letters,
+            ends,
+            now,
+        }
+    }
+
+    /// Loads, applies, scores and decides one batch; encodes what the durable stage sends.
+    async fn prepare(
+        &self,
+        batch: Vec<Received>,
+        unstored: &mut Unstored,
+        inflight: &Inflight,
+        undecodable: &mut u64,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Ready, PipelineError> {
+        let started = Instant::now();
+        let topic = self.topics.clickstream.as_str();
+        let mut totals = RunSummary::default();
+        let Decoded {
+            inputs,
+            input_source,
+            mut letters,
+            ends,
+            now,
+        } = self.decode(&batch, &mut totals);
+        *undecodable += std::mem::take(&mut totals.undecodable);
+
+        // Load the batch's users once: from batches not stored yet, else from Redis.
+        unstored.prune(inflight.durable());
+        let (users, _) = process::users_of(&inputs);
+        let mut loaded: Vec<Option<Loaded>> = users
+            .iter()
+            .map(|user| unstored.get(user).map(|state| Ok(Some(state.clone()))))
+            .collect();
+        let missing: Vec<&str> = users
+            .iter()
+            .zip(&loaded)
+            .filter(|(_, l)| l.is_none())
+            .map(|(user, _)| *user)
+            .collect();
+        if !missing.is_empty() {
+            let mut retry = Retry::new(self, "load", shutdown);
+            let mut from_store = loop {
+                let t = Instant::now();
+                let result = self.store.load(&missing).await;
+                metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "load")
+                    .record(t.elapsed().as_secs_f64());
+                if let Some(states) = retry.check(result.map_err(Failure::from)).await? {
+                    break states.into_iter();
+                }
+            };
+            for slot in loaded.iter_mut().filter(|l| l.is_none()) {
+                *slot = from_store.next();
+            }
+        }
+        let loaded: Vec<Loaded> = loaded
+            .into_iter()
+            .map(|l| l.unwrap_or(Ok(None)))
+            .collect();
+        drop(users);
+
+        // Apply, score, decide.
+        let t = Instant::now();
+        let scorer = self.model.current();
+        let processed = process::process(&scorer, &self.config, &inputs, loaded, now)?;
+        metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
+            .record(t.elapsed().as_secs_f64());
+        for rejected in &processed.rejected {
+            let received = &batch[input_source[rejected.input]];
+            let reason = match rejected.class {
+                ErrorClass::TooLate => "too_late",
+                _ => "corrupt_state",
+            };
+            metrics::counter!(telemetry::DEAD_LETTERS, "reason" => reason).increment(1);
+            letters.push(dead_letter(
+                topic,
+                received,
+                rejected.class,
+                None,
+                rejected.reason.clone(),
+                now,
+            ));
+        }
+        record_outcomes(&processed);
+
+        let encoded = Encoded::new(&processed, &letters, self.config.output_encoding);
+        let latest = processed
+            .latest
+            .iter()
+            .map(|s| {
+                (
+                    s.user_id.clone(),
+                    tierflow_events::encode(s, tierflow_events::Encoding::Json),
+                )
+            })
+            .collect();
+        totals.records = batch.len() as u64;
+        totals.batches = 1;
+        totals.add(&processed.counts);
+        totals.tier_changes = processed.tier_changes.len() as u64;
+        totals.user_scores = processed.user_scores.len() as u64;
+        totals.dead_letters = letters.len() as u64;
+        let event_ms = inputs.iter().map(|i| i.event.ts.unix_millis()).collect();
+        let states: Arc<HashMap<String, UserState>> =
+            Arc::new(processed.states.into_iter().collect());
+        let seq = inflight.next();
+        unstored.batches.push_back((seq, Arc::clone(&states)));
+        Ok(Ready {
+            seq,
+            started,
+            records: batch.len(),
+            encoded,
+            states,
+            latest,
+            ends,
+            event_ms,
+            totals,
+        })
+    }
+
+    /// Makes batches durable, strictly in order: outputs produced and acknowledged, then
+    /// states and latest scores stored, then offsets committed.
+    async fn durable_stage(
+        self: Arc<Self>,
+        consumer: Arc<GroupConsumer>,
+        mut producer: BoundedProducer,
+        mut batches: mpsc::Receiver<Ready>,
+        inflight: Arc<Inflight>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunSummary, PipelineError> {
+        let mut summary = RunSummary::default();
+        let result = async {
+            while let Some(ready) = batches.recv().await {
+                self.make_durable(&consumer, &mut producer, &ready, &shutdown)
+                    .await?;
+                inflight.mark_durable(ready.seq);
+                summary.merge(&ready.totals);
+                self.health.batch_done(ready.records);
+            }
+            Ok(())
+        }
+        .await;
+        inflight.close();
         result.map(|()| summary)
     }
 
+    async fn make_durable(
+        &self,
+        consumer: &GroupConsumer,
+        producer: &mut BoundedProducer,
+        ready: &Ready,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
+        let topic = self.topics.clickstream.as_str();
+        let slow = Duration::from_secs(self.config.slow_stage_secs.max(1));
+
+        // Outputs first; every one acknowledged before anything is stored or committed.
+        let t = Instant::now();
+        let mut retry = Retry::new(self, "produce", shutdown);
+        loop {
+            let result = watch_slow(
+                &self.health,
+                "produce",
+                slow,
+                ready.encoded.send(producer, &self.topics),
+            )
+            .await;
+            if result.is_err() {
+                let failed = producer.drain().await;
+                tracing::debug!(failed, "drained the producer after a failed delivery");
+            }
+            if retry.check(result.map_err(Failure::from)).await?.is_some() {
+                break;
+            }
+        }
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "produce")
+            .record(t.elapsed().as_secs_f64());
+        let acked = EventTime::now().unix_millis();
+        let latency = metrics::histogram!(telemetry::EVENT_TO_OUTPUT_SECONDS);
+        for ms in &ready.event_ms {
+            latency.record((acked - ms).max(0) as f64 / 1000.0);
+        }
+        ready.encoded.count_delivered(&self.topics);
+
+        // Then the states, with the latest scores beside them.
+        let t = Instant::now();
+        let latest: Vec<(&str, &[u8])> = ready
+            .latest
+            .iter()
+            .map(|(u, v)| (u.as_str(), v.as_slice()))
+            .collect();
+        let states: Vec<(&str, &UserState)> =
+            ready.states.iter().map(|(u, s)| (u.as_str(), s)).collect();
+        let mut retry = Retry::new(self, "store", shutdown);
+        loop {
+            let t = Instant::now();
+            let result = watch_slow(
+                &self.health,
+                "store",
+                slow,
+                self.store.store_with_scores(&states, &latest),
+            )
+            .await;
+            metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "store")
+                .record(t.elapsed().as_secs_f64());
+            if retry.check(result.map_err(Failure::from)).await?.is_some() {
+                break;
+            }
+        }
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "store")
+            .record(t.elapsed().as_secs_f64());
+
+        // Finally the offsets: the next record of each partition.
+        let t = Instant::now();
+        let mut list = TopicPartitionList::new();
+        for (partition, last) in &ready.ends {
+            if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(last + 1)) {
+                tracing::warn!(error = %e, partition, "cannot add an offset to commit");
+            }
+        }
+        tracing::debug!(ends = ?ready.ends, "committing");
+        let mode = if *shutdown.borrow() {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = consumer.commit(&list, mode) {
+            // Not fatal: the batch is durable; an uncommitted batch is replayed idempotently.
+            metrics::counter!(telemetry::COMMIT_FAILURES, "reason" => commit_reason(&e))
+                .increment(1);
+            tracing::warn!(error = %e, "offset commit failed; the batch will be replayed after a restart or rebalance");
+        }
+        drop(list);
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "commit")
+            .record(t.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "batch")
+            .record(ready.started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Awaits `work`; if it takes longer than `slow` (a broker that stopped acknowledging, a
+/// Redis that stopped answering), the stage counts as stalled until it completes, so
+/// `/readyz` fails while deliveries wait out their timeout.
+async fn watch_slow<T>(
+    health: &Health,
+    stage: &'static str,
+    slow: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = tokio::time::sleep(slow) => {}
+    }
+    tracing::warn!(stage, after = ?slow, "stage is slow; reporting not ready until it completes");
+    health.set_stalled(true);
+    let done = work.await;
+    health.set_stalled(false);
+    tracing::info!(stage, "slow stage completed");
+    done
+}
+
+impl<S: StateStore> Pipeline<S> {
     /// Gathers up to `batch_max_events` records, or what arrived within `batch_max_wait_ms`
     /// of the first, or what there is when asked to stop. Records of partitions revoked
     /// meanwhile are dropped: nothing of them was applied, the next owner reads them again.
@@ -364,199 +904,6 @@ impl<S: StateStore> Pipeline<S> {
         }
     }
 
-    async fn handle(
-        &self,
-        consumer: &GroupConsumer,
-        producer: &mut BoundedProducer,
-        batch: Vec<Received>,
-        summary: &mut RunSummary,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<(), PipelineError> {
-        let started = Instant::now();
-        let topic = self.topics.clickstream.as_str();
-        metrics::counter!(telemetry::EVENTS_IN, "topic" => topic.to_owned())
-            .increment(batch.len() as u64);
-        metrics::histogram!(telemetry::BATCH_RECORDS).record(batch.len() as f64);
-
-        // Split decoded inputs from undecodable records.
-        let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
-        let mut input_source: Vec<usize> = Vec::with_capacity(batch.len());
-        let mut letters: Vec<DeadLetter> = Vec::new();
-        let now = EventTime::now();
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        for (i, received) in batch.iter().enumerate() {
-            let end = ends.entry(received.partition).or_insert(received.offset);
-            *end = (*end).max(received.offset);
-            match &received.event {
-                Ok(event) => {
-                    inputs.push(Input {
-                        partition: received.partition,
-                        offset: received.offset,
-                        event: event.clone(),
-                    });
-                    input_source.push(i);
-                }
-                Err(error) => {
-                    metrics::counter!(telemetry::DEAD_LETTERS, "reason" => error.kind.as_str())
-                        .increment(1);
-                    metrics::counter!(telemetry::OUTCOMES, "outcome" => "undecodable").increment(1);
-                    summary.undecodable += 1;
-                    letters.push(dead_letter(
-                        topic,
-                        received,
-                        ErrorClass::Decode,
-                        Some(error),
-                        error.reason.clone(),
-                        now,
-                    ));
-                }
-            }
-        }
-
-        if self.config.transactional_id.is_some() {
-            let decoded = Decoded {
-                inputs,
-                input_source,
-                letters,
-                ends,
-                now,
-            };
-            return self
-                .handle_transactional(
-                    consumer, producer, &batch, decoded, summary, shutdown, started,
-                )
-                .await;
-        }
-
-        // Load the batch's users once.
-        let (users, _) = process::users_of(&inputs);
-        let mut retry = Retry::new(self, "load", shutdown);
-        let loaded = loop {
-            let t = Instant::now();
-            let result = self.store.load(&users).await;
-            metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "load")
-                .record(t.elapsed().as_secs_f64());
-            if let Some(loaded) = retry.check(result.map_err(Failure::from)).await? {
-                break loaded;
-            }
-        };
-        drop(users);
-
-        // Apply, score, decide.
-        let t = Instant::now();
-        let scorer = self.model.current();
-        let processed = process::process(&scorer, &self.config, &inputs, loaded, now)?;
-        metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
-        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
-            .record(t.elapsed().as_secs_f64());
-        for rejected in &processed.rejected {
-            let received = &batch[input_source[rejected.input]];
-            let reason = match rejected.class {
-                ErrorClass::TooLate => "too_late",
-                _ => "corrupt_state",
-            };
-            metrics::counter!(telemetry::DEAD_LETTERS, "reason" => reason).increment(1);
-            letters.push(dead_letter(
-                topic,
-                received,
-                rejected.class,
-                None,
-                rejected.reason.clone(),
-                now,
-            ));
-        }
-        record_outcomes(&processed);
-
-        // Outputs first; every one acknowledged before anything is stored or committed.
-        let t = Instant::now();
-        let encoded = Encoded::new(&processed, &letters, self.config.output_encoding);
-        let mut retry = Retry::new(self, "produce", shutdown);
-        loop {
-            let result = encoded.send(producer, &self.topics).await;
-            if result.is_err() {
-                let failed = producer.drain().await;
-                tracing::debug!(failed, "drained the producer after a failed delivery");
-            }
-            if retry.check(result.map_err(Failure::from)).await?.is_some() {
-                break;
-            }
-        }
-        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "produce")
-            .record(t.elapsed().as_secs_f64());
-        let acked = EventTime::now().unix_millis();
-        let latency = metrics::histogram!(telemetry::EVENT_TO_OUTPUT_SECONDS);
-        for input in &inputs {
-            latency.record((acked - input.event.ts.unix_millis()).max(0) as f64 / 1000.0);
-        }
-        encoded.count_delivered(&self.topics);
-
-        // Then the state, with the latest scores beside it.
-        let t = Instant::now();
-        let latest: Vec<(&str, Vec<u8>)> = processed
-            .latest
-            .iter()
-            .map(|s| {
-                (
-                    s.user_id.as_str(),
-                    tierflow_events::encode(s, tierflow_events::Encoding::Json),
-                )
-            })
-            .collect();
-        let latest_refs: Vec<(&str, &[u8])> =
-            latest.iter().map(|(u, v)| (*u, v.as_slice())).collect();
-        let states: Vec<(&str, &tierflow_features::UserState)> = processed
-            .states
-            .iter()
-            .map(|(u, s)| (u.as_str(), s))
-            .collect();
-        let mut retry = Retry::new(self, "store", shutdown);
-        loop {
-            let t = Instant::now();
-            let result = self.store.store_with_scores(&states, &latest_refs).await;
-            metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "store")
-                .record(t.elapsed().as_secs_f64());
-            if retry.check(result.map_err(Failure::from)).await?.is_some() {
-                break;
-            }
-        }
-        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "store")
-            .record(t.elapsed().as_secs_f64());
-
-        // Finally the offsets: the next record of each partition.
-        let t = Instant::now();
-        let mut list = TopicPartitionList::new();
-        for (partition, last) in &ends {
-            if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(last + 1)) {
-                tracing::warn!(error = %e, partition, "cannot add an offset to commit");
-            }
-        }
-        tracing::debug!(?ends, "committing");
-        let mode = if *shutdown.borrow() {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
-        if let Err(e) = consumer.commit(&list, mode) {
-            // Not fatal: the batch is durable; an uncommitted batch is replayed idempotently.
-            metrics::counter!(telemetry::COMMIT_FAILURES, "reason" => commit_reason(&e))
-                .increment(1);
-            tracing::warn!(error = %e, "offset commit failed; the batch will be replayed after a restart or rebalance");
-        }
-        drop(list);
-        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "commit")
-            .record(t.elapsed().as_secs_f64());
-        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "batch")
-            .record(started.elapsed().as_secs_f64());
-
-        summary.batches += 1;
-        summary.records += batch.len() as u64;
-        summary.add(&processed.counts);
-        summary.tier_changes += processed.tier_changes.len() as u64;
-        summary.user_scores += processed.user_scores.len() as u64;
-        summary.dead_letters += letters.len() as u64;
-        self.health.batch_done(batch.len());
-        Ok(())
-    }
 }
 
 /// A batch split into decoded inputs and dead letters for what did not decode.

@@ -41,7 +41,8 @@ pub const TIER_CHANGES: &str = "tierflow_tier_changes_total";
 pub const OUTCOMES: &str = "tierflow_input_outcomes_total";
 /// Retries of a stage after a retriable failure, label `stage`.
 pub const RETRIES: &str = "tierflow_stage_retries_total";
-/// 1 while a stage is retrying (Redis or broker unavailable): consumption is paused.
+/// Stages retrying or waiting too long right now (Redis or broker unavailable); above 0,
+/// consumption is paused and `/readyz` fails.
 pub const STALLED: &str = "tierflow_stalled";
 /// Offset commits that failed (the batch will be replayed, idempotently), label `reason`.
 pub const COMMIT_FAILURES: &str = "tierflow_commit_failures_total";
@@ -143,7 +144,8 @@ fn describe() {
 pub struct Health {
     /// The consumer joined its group and no stage is stalled.
     joined: AtomicBool,
-    stalled: AtomicBool,
+    /// Stages stalled right now (the loading and the durable stage run concurrently).
+    stalled: AtomicU64,
     /// Batches and records completed (for logs and tests).
     batches: AtomicU64,
     records: AtomicU64,
@@ -159,9 +161,16 @@ impl Health {
         self.joined.store(joined, Ordering::SeqCst);
     }
 
+    /// One stage starts (`true`) or stops (`false`) being stalled; calls come in pairs.
     pub fn set_stalled(&self, stalled: bool) {
-        self.stalled.store(stalled, Ordering::SeqCst);
-        metrics::gauge!(STALLED).set(if stalled { 1.0 } else { 0.0 });
+        let now = if stalled {
+            self.stalled.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.stalled
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)))
+                .map_or(0, |n| n.saturating_sub(1))
+        };
+        metrics::gauge!(STALLED).set(now as f64);
     }
 
     pub fn batch_done(&self, records: usize) {
@@ -190,7 +199,7 @@ impl Health {
 
     /// Joined the group and not stalled.
     pub fn ready(&self) -> bool {
-        self.joined.load(Ordering::SeqCst) && !self.stalled.load(Ordering::SeqCst)
+        self.joined.load(Ordering::SeqCst) && self.stalled.load(Ordering::SeqCst) == 0
     }
 }
 
