@@ -4,11 +4,13 @@
 
 mod apply;
 mod config;
+pub mod governance;
 mod memory;
 mod redis_store;
 
 pub use apply::{BatchOutcome, EventOutcome, SourceEvent, apply_batch};
 pub use config::{RedisConfig, default_ttl};
+pub use governance::{GovernCandidate, GovernRequest, GovernVerdict, Governor};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
