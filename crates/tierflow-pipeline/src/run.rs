@@ -30,14 +30,14 @@ use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
 use tierflow_events::{
     Bytes, ClickEvent, Contract, DeadLetter, DecodeError, ErrorClass, EventTime,
 };
+use tierflow_features::UserState;
 use tierflow_model::{ModelHandle, ScoreError};
+use tierflow_store::Loaded;
 use tierflow_store::{StateStore, StoreError, Versioned};
 use tierflow_stream::{
     BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError, TxnFailure,
     transaction_failure,
 };
-use tierflow_features::UserState;
-use tierflow_store::Loaded;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{PipelineConfig, TopicsConfig};
@@ -143,11 +143,15 @@ struct InflightState {
     durable: u64,
     /// The durable stage ended; nobody will finish anything any more.
     closed: bool,
+    /// Next offset of each partition after the last durable batch (what was committed).
+    committed: BTreeMap<i32, i64>,
 }
 
 impl Inflight {
     fn lock(&self) -> std::sync::MutexGuard<'_, InflightState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Numbers the next batch.
@@ -161,9 +165,23 @@ impl Inflight {
         self.lock().durable
     }
 
-    fn mark_durable(&self, seq: u64) {
-        self.lock().durable = seq;
+    fn mark_durable(&self, seq: u64, ends: &BTreeMap<i32, i64>) {
+        let mut state = self.lock();
+        state.durable = seq;
+        for (partition, last) in ends {
+            state.committed.insert(*partition, last + 1);
+        }
+        drop(state);
         self.changed.notify_all();
+    }
+
+    /// The committed positions of `partitions` (forgetting them: they are being revoked).
+    fn take_committed(&self, partitions: &[i32]) -> Vec<(i32, i64)> {
+        let mut state = self.lock();
+        partitions
+            .iter()
+            .filter_map(|p| state.committed.remove(p).map(|o| (*p, o)))
+            .collect()
     }
 
     fn close(&self) {
@@ -198,35 +216,68 @@ struct GroupContext {
     inflight: Arc<Inflight>,
     /// How long a revocation waits for batches in flight to become durable.
     drain_timeout: Duration,
+    topic: String,
 }
 
 impl GroupContext {
     /// Called before partitions are taken away: the batches in flight hold their records,
     /// so wait until those are durable and their offsets committed. The next owner then
     /// starts exactly after them instead of replaying them.
-    fn drain_before_revoke(&self) {
-        if self.inflight.idle() {
+    fn drain_before_revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
+        let started = Instant::now();
+        if !self.inflight.idle() {
+            let wait = || self.inflight.wait_drained(self.drain_timeout);
+            // The callback runs on the task polling the consumer; on a multi-threaded
+            // runtime `block_in_place` lets the durable stage progress on the other workers.
+            let drained = match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(wait)
+                }
+                Ok(_) => false,
+                Err(_) => wait(),
+            };
+            if !drained {
+                tracing::warn!(
+                    waited = ?started.elapsed(),
+                    "batches in flight were not durable before the revocation; the next owner replays them (idempotently)"
+                );
+            }
+        }
+        // The durable stage commits asynchronously; a commit still on its way when the
+        // group moves to the next generation is refused. Commit the revoked partitions'
+        // positions once more, synchronously, while this member still owns them.
+        let positions = self.inflight.take_committed(partitions);
+        if positions.is_empty() {
             return;
         }
-        let started = Instant::now();
-        let wait = || self.inflight.wait_drained(self.drain_timeout);
-        // The callback runs on the task polling the consumer; on a multi-threaded runtime
-        // `block_in_place` lets the durable stage progress on the other workers meanwhile.
-        let drained = match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in &positions {
+            if let Err(e) =
+                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+            {
+                tracing::warn!(error = %e, partition, "cannot add an offset to commit");
             }
-            Ok(_) => false,
-            Err(_) => wait(),
-        };
-        if drained {
-            tracing::info!(waited = ?started.elapsed(), "batches in flight are durable and committed before the revocation");
-        } else {
-            tracing::warn!(
-                waited = ?started.elapsed(),
-                "batches in flight were not durable before the revocation; the next owner replays them (idempotently)"
-            );
         }
+        let commit = || consumer.commit(&list, CommitMode::Sync);
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(commit)
+            }
+            _ => commit(),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(?positions, waited = ?started.elapsed(), "committed the revoked partitions' positions")
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::COMMIT_FAILURES, "reason" => commit_reason(&e))
+                    .increment(1);
+                tracing::warn!(error = %e, "commit before the revocation failed; the next owner replays the last batches (idempotently)");
+            }
+        }
+        drop(list);
     }
 }
 
@@ -244,11 +295,11 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?partitions, "partitions revoked");
-            self.drain_before_revoke();
+            self.drain_before_revoke(consumer, &partitions);
             let mut assigned = self.assigned.lock().expect("assigned lock");
             for p in &partitions {
                 assigned.remove(p);
@@ -342,7 +393,10 @@ impl Unstored {
 
     /// The newest unstored state of `user`.
     fn get(&self, user: &str) -> Option<&UserState> {
-        self.batches.iter().rev().find_map(|(_, states)| states.get(user))
+        self.batches
+            .iter()
+            .rev()
+            .find_map(|(_, states)| states.get(user))
     }
 }
 
@@ -359,6 +413,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
             resumed: Mutex::new(BTreeSet::new()),
             inflight: Arc::clone(&inflight),
             drain_timeout: Duration::from_secs(self.config.max_stall_secs),
+            topic: self.topics.clickstream.clone(),
         };
         let mut consumer_config = self.kafka.consumer_config(&self.config.group_id);
         consumer_config
@@ -366,7 +421,10 @@ impl<S: StateStore + 'static> Pipeline<S> {
                 "queued.max.messages.kbytes",
                 self.config.consumer_queue_kbytes.to_string(),
             )
-            .set("fetch.wait.max.ms", self.config.fetch_wait_max_ms.to_string())
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait_max_ms.to_string(),
+            )
             .set("statistics.interval.ms", "5000");
         // Pass-through properties win over ours, as everywhere.
         for (key, value) in &self.kafka.properties {
@@ -493,7 +551,9 @@ impl<S: StateStore + 'static> Pipeline<S> {
         drop(to_durable);
         let durable_result = match (&mut durable).await {
             Ok(result) => result,
-            Err(e) => Err(PipelineError::Config(format!("the durable stage panicked: {e}"))),
+            Err(e) => Err(PipelineError::Config(format!(
+                "the durable stage panicked: {e}"
+            ))),
         };
         inflight.close();
         match (failed, durable_result) {
@@ -602,10 +662,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
                 *slot = from_store.next();
             }
         }
-        let loaded: Vec<Loaded> = loaded
-            .into_iter()
-            .map(|l| l.unwrap_or(Ok(None)))
-            .collect();
+        let loaded: Vec<Loaded> = loaded.into_iter().map(|l| l.unwrap_or(Ok(None))).collect();
         drop(users);
 
         // Apply, score, decide.
@@ -683,7 +740,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
             while let Some(ready) = batches.recv().await {
                 self.make_durable(&consumer, &mut producer, &ready, &shutdown)
                     .await?;
-                inflight.mark_durable(ready.seq);
+                inflight.mark_durable(ready.seq, &ready.ends);
                 summary.merge(&ready.totals);
                 self.health.batch_done(ready.records);
             }
@@ -903,7 +960,6 @@ impl<S: StateStore> Pipeline<S> {
             );
         }
     }
-
 }
 
 /// A batch split into decoded inputs and dead letters for what did not decode.

@@ -167,7 +167,9 @@ impl Health {
             self.stalled.fetch_add(1, Ordering::SeqCst) + 1
         } else {
             self.stalled
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)))
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(1))
+                })
                 .map_or(0, |n| n.saturating_sub(1))
         };
         metrics::gauge!(STALLED).set(now as f64);

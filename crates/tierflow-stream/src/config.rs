@@ -75,7 +75,12 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            // Eager: every rebalance revokes everything, each member drains and commits
+            // before letting go, then the new assignment starts from those commits. With
+            // cooperative-sticky, tansu 0.6.0 handed a partition to a new member before
+            // its old owner revoked it (two owners for ~0.5 s: replays and racing state
+            // writes); set it through `properties` on a broker known to get it right.
+            .set("partition.assignment.strategy", "range,roundrobin");
         for (key, value) in &self.properties {
             config.set(key, value);
         }

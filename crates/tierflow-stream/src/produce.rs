@@ -189,6 +189,43 @@ impl BoundedProducer {
         }
     }
 
+    /// Sends a tombstone — `key` with no value, which deletes the key from a compacted
+    /// topic — after every record already in flight, and waits for its acknowledgement.
+    /// Returns the partition and offset it was written at.
+    pub async fn send_tombstone(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(i32, i64), StreamError> {
+        self.flush().await?;
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(*value),
+            });
+        }
+        // No `payload` at all: an empty payload would be a value, not a tombstone.
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key).headers(owned);
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| StreamError::kafka("enqueueing a tombstone", e))?;
+        self.stats.sent += 1;
+        match delivery.await {
+            Ok(Ok(delivery)) => {
+                self.stats.delivered += 1;
+                Ok((delivery.partition, delivery.offset))
+            }
+            Ok(Err((e, _))) => Err(StreamError::kafka("delivering a tombstone", e)),
+            Err(_) => Err(StreamError::kafka(
+                "delivering a tombstone",
+                KafkaError::Canceled,
+            )),
+        }
+    }
+
     /// Waits until every record sent so far is acknowledged.
     pub async fn flush(&mut self) -> Result<ProduceStats, StreamError> {
         while !self.in_flight.is_empty() {
