@@ -896,17 +896,23 @@ impl<S: StateStore> Pipeline<S> {
             };
             match message {
                 Err(_) => {
+                    self.drop_revoked(consumer, &mut batch);
                     if first_at.is_none() {
                         break;
                     }
                 }
                 Ok(Err(e)) => {
+                    self.drop_revoked(consumer, &mut batch);
                     tracing::warn!(error = %e, "consumer error");
                     if matches!(e, KafkaError::Global(_) | KafkaError::MessageConsumption(_)) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 Ok(Ok(message)) => {
+                    // A revocation (and a new assignment) happens inside `recv`: what the
+                    // batch holds from revoked partitions goes now, before this record,
+                    // which was fetched under the new assignment and must stay.
+                    self.drop_revoked(consumer, &mut batch);
                     if consumer
                         .context()
                         .resumed
@@ -934,7 +940,6 @@ impl<S: StateStore> Pipeline<S> {
                     }
                 }
             }
-            self.drop_revoked(consumer, &mut batch);
         }
         self.drop_revoked(consumer, &mut batch);
         if !batch.is_empty() {

@@ -64,6 +64,11 @@ impl Scenario {
         redis: RedisConfig,
         seed: u64,
     ) -> Result<Self> {
+        // Shown when a test fails: stalls, retries, rebalances and recoveries.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("tierflow_pipeline=info")
+            .try_init();
         let topics = topics(3);
         ensure_topics(&kafka, &topics.specs()).await?;
         let mut first_half = generated(&synthetic(80, 15, seed));
