@@ -12,7 +12,7 @@ pub use apply::{BatchOutcome, EventOutcome, SourceEvent, apply_batch};
 pub use config::{RedisConfig, default_ttl};
 pub use governance::{GovernCandidate, GovernRequest, GovernVerdict, Governor};
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{Forgotten, RedisStore};
 
 use std::future::Future;
 

@@ -15,6 +15,15 @@ use redis::{ErrorKind, RedisError};
 use crate::config::RedisConfig;
 use crate::{StateStore, StoreError};
 
+/// Which of a user's keys [`RedisStore::forget`] found and deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// `{prefix}:u:{user}`, the windows and decision memory.
+    pub state: bool,
+    /// `{prefix}:s:{user}`, the latest score record.
+    pub score: bool,
+}
+
 #[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
@@ -86,6 +95,55 @@ impl RedisStore {
 
     pub fn config(&self) -> &RedisConfig {
         &self.config
+    }
+
+    /// Deletes the state and latest-score keys of `users` in one round trip (on a Cluster,
+    /// where the two keys of a user live in different slots, concurrent single-key `DEL`s).
+    /// Says per user which keys existed; deleting what is absent is not an error, so
+    /// forgetting twice is harmless.
+    pub async fn forget(&self, users: &[&str]) -> Result<Vec<Forgotten>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dels: Vec<redis::Cmd> = users
+            .iter()
+            .flat_map(|user| [self.config.state_key(user), self.config.score_key(user)])
+            .map(|key| {
+                let mut del = redis::cmd("DEL");
+                del.arg(key);
+                del
+            })
+            .collect();
+        let deleted: Vec<i64> = self
+            .run(|connection| {
+                let dels = &dels;
+                async move {
+                    match connection {
+                        Connection::Single(mut c) => {
+                            let mut pipeline = redis::pipe();
+                            for del in dels {
+                                pipeline.add_command(del.clone());
+                            }
+                            pipeline.query_async::<Vec<i64>>(&mut c).await
+                        }
+                        Connection::Cluster(c) => {
+                            futures_util::future::try_join_all(
+                                dels.iter()
+                                    .map(|del| query::<i64>(del, Connection::Cluster(c.clone()))),
+                            )
+                            .await
+                        }
+                    }
+                }
+            })
+            .await?;
+        Ok(deleted
+            .chunks_exact(2)
+            .map(|pair| Forgotten {
+                state: pair[0] > 0,
+                score: pair[1] > 0,
+            })
+            .collect())
     }
 
     /// Runs one request (a command or a pipeline), retrying retriable failures with

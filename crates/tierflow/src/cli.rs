@@ -72,6 +72,25 @@ pub(crate) enum Command {
     /// processes with the same group to scale out. Serves /metrics, /healthz and /readyz.
     /// SIGTERM or Ctrl-C finishes and commits the batch in flight, then exits 0.
     Run(RunArgs),
+    /// Show what tierflow knows about one user: the windows per horizon, the feature vector,
+    /// the published tier, the latest score record and the scores the current model gives.
+    /// Reads Redis only; changes nothing.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
+    /// Print the records of a topic, decoded (JSON or bincode, as the record's headers say),
+    /// one JSON line each, filtered by user and type. Reads outside any consumer group and
+    /// commits nothing; stops at the end offsets found at start unless --follow.
+    Tail(TailArgs),
+    /// Forget a user: delete their state and latest score in Redis, then publish a tombstone
+    /// (the user id with no value) to the compacted user_score topic and wait for the
+    /// broker's acknowledgement. Safe to repeat.
+    ForgetUser(ForgetUserArgs),
+    /// Rebuild state and outputs from the clickstream into a separate namespace — Redis keys
+    /// under `{redis.key_prefix}.NAME`, output topics suffixed `.NAME` (created if missing),
+    /// consumer group `{pipeline.group_id}.replay.NAME` — by running the pipeline from
+    /// --from. For backfills and model backtests: the live state and topics are not touched.
+    /// Ctrl-C or SIGTERM finishes and commits the batch in flight, then exits 0.
+    Replay(ReplayArgs),
     /// Create the configured topics that do not exist yet (user_score compacted).
     Topics,
     /// Write (or check) the JSON Schemas of every topic contract.
@@ -97,6 +116,95 @@ pub(crate) struct RunArgs {
     /// Create missing topics before starting (as `tierflow topics`).
     #[arg(long)]
     pub(crate) create_topics: bool,
+}
+
+/// What `tierflow inspect` looks at.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum InspectCommand {
+    /// One user: windows (counts by event type, revenue, refunds, sessions, categories) per
+    /// horizon, every feature by name, the published tier and since when, the latest score
+    /// record, and the scores and reason codes the configured model gives now. Exit code 1
+    /// when tierflow holds no state for the user.
+    User(InspectUserArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct InspectUserArgs {
+    /// The user id (the clickstream's `user_id`).
+    pub(crate) id: String,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Evaluate windows, features and scores at this time (RFC 3339, or `now` for the wall
+    /// clock). Default: the user's newest event, as the pipeline scores.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) as_of: Option<String>,
+    /// Redis URL; overrides redis.url.
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// Model artifact directory; overrides model.artifact. Default: the model compiled into
+    /// the binary.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) model: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TailArgs {
+    /// A topic name, or a role resolved through [topics]: clickstream, tier_changed,
+    /// user_score, dead_letter, campaign_triggered.
+    pub(crate) topic: String,
+    /// Where to start in every partition: `beginning`, `end`, an OFFSET, or a TIME (RFC 3339;
+    /// the first record produced at or after it, by Kafka record timestamp).
+    #[arg(long, value_name = "POSITION", default_value = "beginning")]
+    pub(crate) from: crate::topic_reader::StartAt,
+    /// Only records of this user (their user_id; for dead letters and tombstones, the key).
+    #[arg(long, value_name = "ID")]
+    pub(crate) user: Option<String>,
+    /// Only records of these types (comma-separated or repeated): tier_changed, user_score,
+    /// dead_letter, campaign_triggered, tombstone, undecodable, or a clickstream event type
+    /// such as purchase.
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+    pub(crate) types: Vec<String>,
+    /// Stop after printing this many records.
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<u64>,
+    /// Keep reading new records after the end (until Ctrl-C).
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// One short human-readable line per record instead of JSON.
+    #[arg(long)]
+    pub(crate) pretty: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ForgetUserArgs {
+    /// The user id (the clickstream's `user_id`, the key on every topic).
+    pub(crate) id: String,
+    /// Redis URL; overrides redis.url.
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ReplayArgs {
+    /// Where to start in every clickstream partition: `beginning`, an OFFSET, or a TIME
+    /// (RFC 3339; the first record produced at or after it, by Kafka record timestamp).
+    #[arg(long, value_name = "POSITION")]
+    pub(crate) from: crate::topic_reader::StartAt,
+    /// Name of the namespace to rebuild into (letters, digits, `-`, `_`).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) namespace: String,
+    /// Stop at the end offsets found at start, with a summary. Without it the replay keeps
+    /// following the clickstream after catching up, until Ctrl-C.
+    #[arg(long)]
+    pub(crate) until_caught_up: bool,
+    /// Redis URL; overrides redis.url.
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// Model artifact directory to score with; overrides model.artifact (a backtest of another
+    /// model). Default: the model compiled into the binary.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) model: Option<PathBuf>,
 }
 
 /// Where events go: JSON lines (a file or stdout) or a Kafka topic.

@@ -7,6 +7,7 @@ mod config;
 mod progress;
 mod sink;
 mod telemetry;
+mod topic_reader;
 
 use clap::Parser;
 

@@ -2,13 +2,18 @@
 
 mod demo;
 mod features;
+mod forget;
 mod generate;
 mod import;
+mod inspect;
+mod replay;
 mod run;
 mod schemas;
+mod tail;
 mod train;
 
 use anyhow::{Context, Result};
+use tierflow_model::{Artifact, ModelHandle};
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
@@ -29,6 +34,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(args, &config).await,
         Command::Evaluate(args) => train::evaluate(args, &config).await,
         Command::Run(args) => run::run(args, config).await,
+        Command::Inspect(command) => inspect::run(command, config).await,
+        Command::Tail(args) => tail::run(args, &config).await,
+        Command::ForgetUser(args) => forget::run(args, config).await,
+        Command::Replay(args) => replay::run(args, config).await,
         Command::Topics => topics(&config).await,
         Command::Schemas(args) => schemas::run(&args),
     }
@@ -48,6 +57,20 @@ pub(crate) async fn topics(config: &Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The model `run` scores with: `model.artifact` (watched for new versions by the caller),
+/// else the model compiled into the binary.
+pub(crate) fn open_model(config: &Config) -> Result<ModelHandle> {
+    let device = config.model.backend.device();
+    match &config.model.artifact {
+        Some(dir) => ModelHandle::open(dir, &device)
+            .with_context(|| format!("loading the model artifact in {}", dir.display())),
+        None => Ok(ModelHandle::fixed(
+            &Artifact::embedded_default().context("loading the embedded default model")?,
+            &device,
+        )?),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tierflow_model::{Artifact, ModelHandle};
 use tierflow_pipeline::{Health, Pipeline, shutdown_on_signals, telemetry};
 use tierflow_store::RedisStore;
 
@@ -48,15 +47,7 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         .with_context(|| format!("listening on {listen} for /metrics"))?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
 
-    let device = config.model.backend.device();
-    let model = Arc::new(match &config.model.artifact {
-        Some(dir) => ModelHandle::open(dir, &device)
-            .with_context(|| format!("loading the model artifact in {}", dir.display()))?,
-        None => ModelHandle::fixed(
-            &Artifact::embedded_default().context("loading the embedded default model")?,
-            &device,
-        )?,
-    });
+    let model = Arc::new(super::open_model(&config)?);
     let _watcher = (config.model.artifact.is_some() && config.model.reload_interval_secs > 0)
         .then(|| model.watch(Duration::from_secs(config.model.reload_interval_secs)));
 
