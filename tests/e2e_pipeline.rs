@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use burn::prelude::Device;
 use pipeline_common::{
-    Read, check, ends, generated, observe, produce_records, synthetic, test_kafka, topics,
+    Read, check, check_triggers, ends, generated, observe, produce_records, synthetic, test_kafka,
+    topics,
 };
 use rand::{Rng, SeedableRng};
 use tierflow_model::{Artifact, Scorer};
@@ -60,6 +61,11 @@ struct Setup {
     log_dir: tempfile::TempDir,
 }
 
+/// The example rules file shipped in `deploy/`: the crash test runs the campaigns with it.
+fn rules_file() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.toml")
+}
+
 fn write_config(
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
@@ -83,6 +89,7 @@ brokers = "{brokers}"
 clickstream = "{clickstream}"
 tier_changed = "{tier_changed}"
 campaign_triggered = "{campaign_triggered}"
+campaign_control = "{campaign_control}"
 user_score = "{user_score}"
 dead_letter = "{dead_letter}"
 
@@ -96,11 +103,16 @@ batch_max_events = {batch}
 
 [http]
 listen = "127.0.0.1:{port}"
+
+[campaigns]
+rules = "{rules}"
 "#,
         brokers = kafka.brokers,
         clickstream = topics.clickstream,
         tier_changed = topics.tier_changed,
         campaign_triggered = topics.campaign_triggered,
+        campaign_control = topics.campaign_control,
+        rules = rules_file().display(),
         user_score = topics.user_score,
         dead_letter = topics.dead_letter,
     )?;
@@ -291,13 +303,18 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
     let config = PipelineConfig::default();
     let scorer = Scorer::new(&Artifact::embedded_default()?, &Device::flex())?;
     let sources: Vec<_> = observed.input.iter().map(Read::source).collect();
-    let expected = offline::replay(&scorer, &config, &sources)?;
+    let rules = tierflow_rules::RuleSet::parse(&std::fs::read_to_string(rules_file())?)?;
+    let expected = offline::replay_with(&scorer, &config, Some(&rules), &sources)?;
     let store = RedisStore::connect(RedisConfig {
         key_prefix: setup.key_prefix.clone(),
         ..RedisConfig::new(redis().url())
     })
     .await?;
-    if let Err(e) = check(&observed, &expected, &store, scorer.version(), true).await {
+    let checked = match check(&observed, &expected, &store, scorer.version(), true).await {
+        Ok(()) => check_triggers(&observed, &expected, true),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = checked {
         for a in 1..=attempt {
             let text = std::fs::read_to_string(setup.log_dir.path().join(format!("run-{a}.log")))
                 .unwrap_or_default();
@@ -317,10 +334,16 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
         }
         return Err(e);
     }
+    ensure!(
+        !observed.triggered.is_empty() && !observed.held.is_empty(),
+        "the campaigns neither sent nor held out anything"
+    );
     eprintln!(
-        "{records} records, {kills} kills (committed at kill: {progress:?}), {} tier changes published for {} expected",
+        "{records} records, {kills} kills (committed at kill: {progress:?}), {} tier changes published for {} expected, {} campaign triggers sent and {} held out",
         observed.tier_changed.len(),
-        expected.tier_changes.len()
+        expected.tier_changes.len(),
+        observed.triggered.len(),
+        observed.held.len()
     );
     Ok(())
 }

@@ -65,6 +65,8 @@ struct WireV3 {
     /// state's default, or a clock that moved back), and must survive.
     tier_since_back: i64,
     score_back: Option<i64>,
+    /// `UserState::rules`, as the rules layer encoded it.
+    rules: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,6 +90,7 @@ pub fn encode_state(state: &UserState) -> Vec<u8> {
         tier: published.tier,
         tier_since_back: back(published.tier_since_ms),
         score_back: published.score_ms.map(back),
+        rules: state.rules.clone(),
     };
     let mut bytes = Vec::with_capacity(512);
     bytes.push(STATE_FORMAT_VERSION);
@@ -226,6 +229,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<UserState, StateDecodeError> {
                 tier_since_ms: at(wire.tier_since_back)?,
                 score_ms: wire.score_back.map(at).transpose()?,
             };
+            state.rules = wire.rules;
             Ok(state)
         }
         // Older formats are decoded with their own wire types and migrated.
@@ -375,6 +379,7 @@ fn from_v1(wire: WireV1) -> Result<UserState, String> {
         applied: wire.applied,
         lifetime: Lifetime::default(),
         published: Published::default(),
+        rules: Vec::new(),
     })
 }
 
@@ -451,6 +456,7 @@ mod tests {
             tier_since_ms: t0,
             score_ms: Some(t0 + 5_000),
         };
+        state.rules = vec![1, 2, 3, 250];
         let bytes = encode_state(&state);
         assert_eq!(bytes[0], STATE_FORMAT_VERSION);
         assert_eq!(decode_state(&bytes).unwrap(), state);
@@ -475,9 +481,11 @@ mod tests {
         bincode::serde::encode_into_std_write(wire_v2(&state), &mut v2, config()).unwrap();
         let migrated = decode_state(&v2).unwrap();
         assert_eq!(migrated.published, Published::default());
+        assert!(migrated.rules.is_empty());
         assert_eq!(
             UserState {
                 published: state.published,
+                rules: state.rules.clone(),
                 ..migrated
             },
             state

@@ -60,6 +60,9 @@ pub struct UserState {
     /// What the pipeline last decided for this user. Kept beside the windows so that a
     /// batch's decisions and its source offsets are stored in one write.
     pub published: Published,
+    /// State of the campaign-rules layer (timers, edge memory), encoded by that layer and
+    /// opaque here; kept for the same reason as `published`. Empty until rules run.
+    pub rules: Vec<u8>,
 }
 
 /// The pipeline's decision memory for one user (opaque to the windows): the tier it last

@@ -232,6 +232,7 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
             store,
             model,
             health: Arc::clone(&health),
+            campaigns: None,
         }
         .run(shutdown),
     );

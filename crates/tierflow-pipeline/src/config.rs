@@ -15,6 +15,9 @@ pub struct TopicsConfig {
     pub clickstream: String,
     pub tier_changed: String,
     pub campaign_triggered: String,
+    /// Triggers held out for a campaign's control group (`would_have_triggered`): the same
+    /// record as `campaign_triggered`, on a topic campaign engines do not read.
+    pub campaign_control: String,
     /// Compacted: the latest score per user.
     pub user_score: String,
     pub dead_letter: String,
@@ -28,6 +31,7 @@ impl Default for TopicsConfig {
             clickstream: "tierflow.clickstream".into(),
             tier_changed: "tierflow.tier_changed".into(),
             campaign_triggered: "tierflow.campaign_triggered".into(),
+            campaign_control: "tierflow.campaign_control".into(),
             user_score: "tierflow.user_score".into(),
             dead_letter: "tierflow.dead_letter".into(),
             partitions: 6,
@@ -42,6 +46,7 @@ impl TopicsConfig {
             TopicSpec::new(&self.clickstream, self.partitions),
             TopicSpec::new(&self.tier_changed, self.partitions),
             TopicSpec::new(&self.campaign_triggered, self.partitions),
+            TopicSpec::new(&self.campaign_control, self.partitions),
             TopicSpec::new(&self.user_score, self.partitions).compacted(),
             TopicSpec::new(&self.dead_letter, self.partitions),
         ]

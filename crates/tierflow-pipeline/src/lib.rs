@@ -7,6 +7,7 @@
 //! tests); [`run`] drives it against Kafka and a [`tierflow_store::StateStore`];
 //! [`telemetry`] has the metric names and the `/metrics`, `/healthz`, `/readyz` endpoints.
 
+pub mod campaigns;
 pub mod config;
 pub mod offline;
 pub mod policy;
@@ -14,6 +15,7 @@ pub mod process;
 pub mod run;
 pub mod telemetry;
 
+pub use campaigns::{Campaigns, Fired, Outcome};
 pub use config::{PipelineConfig, TopicsConfig};
 pub use policy::{Decision, TierPolicy};
 pub use process::{BatchCounts, Input, Processed, Rejected, process, tier_change_key, users_of};

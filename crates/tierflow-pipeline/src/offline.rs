@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tierflow_events::{ClickEvent, ErrorClass, Tier};
+use tierflow_events::{ClickEvent, ErrorClass, EventTime, Tier};
 use tierflow_features::{Applied, UserState, features};
 use tierflow_model::{ScoreError, Scorer};
+use tierflow_rules::{Ledger, RuleSet, Update};
 
+use crate::campaigns::{self, Fired, Outcome};
 use crate::config::PipelineConfig;
 use crate::policy::take_score_slot;
 use crate::process::tier_change_key;
@@ -41,6 +43,17 @@ pub struct Expected {
     pub latest_tier: HashMap<String, Tier>,
     /// Rows scored.
     pub scored: u64,
+    /// Every campaign rule that fired, by idempotency key: its campaign and what governance
+    /// (in memory, as the Redis governor decides) made of it.
+    pub triggers: BTreeMap<String, PredictedTrigger>,
+}
+
+/// A campaign trigger the reference predicts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictedTrigger {
+    pub user_id: String,
+    pub campaign: String,
+    pub outcome: Outcome,
 }
 
 /// Replays `records` (any interleaving of partitions; each partition in offset order).
@@ -49,7 +62,19 @@ pub fn replay(
     config: &PipelineConfig,
     records: &[SourceRecord],
 ) -> Result<Expected, ScoreError> {
+    replay_with(scorer, config, None, records)
+}
+
+/// [`replay`] with campaign rules: each scored update also runs the rules and governance
+/// (in memory, no opt-outs).
+pub fn replay_with(
+    scorer: &Scorer,
+    config: &PipelineConfig,
+    rules: Option<&RuleSet>,
+    records: &[SourceRecord],
+) -> Result<Expected, ScoreError> {
     let mut expected = Expected::default();
+    let mut ledger = Ledger::default();
     for record in records {
         let event = match ClickEvent::from_json(&record.payload) {
             Ok(event) => event,
@@ -64,6 +89,7 @@ pub fn replay(
         if state.already_applied(record.partition, record.offset) {
             continue;
         }
+        let mut rule_state = rules.map(|_| campaigns::rule_state(state).0);
         let applied = state.apply(&event);
         state.mark_applied(record.partition, record.offset);
         match applied {
@@ -83,6 +109,40 @@ pub fn replay(
                     scores.probabilities(0),
                     as_of.unix_millis(),
                 );
+                if let (Some(rules), Some(rule_state)) = (rules, rule_state.as_mut()) {
+                    let scores = scores.scores(0);
+                    let update = Update {
+                        user_id: &event.user_id,
+                        event: &event,
+                        from_tier: decision.change().map_or(Some(decision.tier()), |(f, _)| f),
+                        to_tier: decision.tier(),
+                        scores: &scores,
+                        at: EventTime::from_unix_millis(as_of.unix_millis()),
+                    };
+                    let fired: Vec<Fired> = rules
+                        .on_update(rule_state, &update)
+                        .into_iter()
+                        .map(|candidate| Fired {
+                            user_id: event.user_id.clone(),
+                            candidate,
+                            tier: decision.tier(),
+                            scores: scores.clone(),
+                        })
+                        .collect();
+                    for user in campaigns::by_user(&fired) {
+                        let outcomes = campaigns::govern_offline(rules, &mut ledger, &user);
+                        for (f, outcome) in user.iter().zip(outcomes) {
+                            expected.triggers.insert(
+                                f.candidate.idempotency_key(&f.user_id),
+                                PredictedTrigger {
+                                    user_id: f.user_id.clone(),
+                                    campaign: f.candidate.campaign.clone(),
+                                    outcome,
+                                },
+                            );
+                        }
+                    }
+                }
                 if let Some((from, to)) = decision.change() {
                     expected.tier_changes.insert(
                         tier_change_key(&event.user_id, &event.event_id),
@@ -99,6 +159,9 @@ pub fn replay(
                     .latest_tier
                     .insert(event.user_id.clone(), decision.tier());
             }
+        }
+        if let Some(rule_state) = rule_state {
+            campaigns::keep_rule_state(state, &rule_state);
         }
     }
     Ok(expected)

@@ -13,6 +13,9 @@ use tierflow_features::{Applied, UserState, spec::ALLOWED_LATENESS_MS, write_fea
 use tierflow_model::{ScoreBatch, ScoreError, Scorer};
 use tierflow_store::Loaded;
 
+use tierflow_rules::{RuleSet, RuleState, Update};
+
+use crate::campaigns::{self, Fired};
 use crate::config::PipelineConfig;
 use crate::policy::take_score_slot;
 
@@ -61,6 +64,8 @@ pub struct Processed {
     pub counts: BatchCounts,
     /// Published tier of each scored row (for the tier-distribution metric).
     pub scored_tiers: Vec<u8>,
+    /// Campaign rules that fired, in the order they fired (before governance).
+    pub fired: Vec<Fired>,
 }
 
 /// The distinct users of a batch in order of first appearance, and each input's user slot.
@@ -94,9 +99,12 @@ struct RowMeta {
 }
 
 /// Processes one batch. `loaded` holds the stored state of `users_of(inputs).0`, in order.
+/// With `rules`, each scored update also runs the campaign rules (their state travels in
+/// the user's state) and `Processed::fired` lists what fired, for governance.
 pub fn process(
     scorer: &Scorer,
     config: &PipelineConfig,
+    rules: Option<&RuleSet>,
     inputs: &[Input],
     loaded: Vec<Loaded>,
     now: EventTime,
@@ -107,6 +115,23 @@ pub fn process(
         .into_iter()
         .map(|l| l.map(Option::unwrap_or_default).map_err(|e| e.to_string()))
         .collect();
+    // Rule state as stored, before this batch's events (a first purchase must still look
+    // like one).
+    let mut rule_states: Vec<Option<RuleState>> = states
+        .iter()
+        .zip(&users)
+        .map(|(state, user)| match (rules, state) {
+            (Some(_), Ok(state)) => {
+                let (rule_state, unreadable) = campaigns::rule_state(state);
+                if let Some(reason) = unreadable {
+                    tracing::warn!(user = %user, %reason, "rule state unreadable; starting afresh");
+                }
+                Some(rule_state)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut fired: Vec<Fired> = Vec::new();
     let mut dirty = vec![false; users.len()];
     let mut counts = BatchCounts::default();
     let mut rejected = Vec::new();
@@ -189,6 +214,30 @@ pub fn process(
                     .decide(&mut state.published, batch.probabilities(r), m.as_of_ms);
             let tier = decision.tier();
             scored_tiers.push(tier);
+            if let (Some(rules), Some(rule_state)) = (rules, &mut rule_states[m.slot]) {
+                let scores = batch.scores(r);
+                let event = &inputs[m.input].event;
+                let from_tier = match decision.change() {
+                    Some((from, _)) => from,
+                    None => Some(tier),
+                };
+                let update = Update {
+                    user_id: &event.user_id,
+                    event,
+                    from_tier,
+                    to_tier: tier,
+                    scores: &scores,
+                    at: EventTime::from_unix_millis(m.as_of_ms),
+                };
+                for candidate in rules.on_update(rule_state, &update) {
+                    fired.push(Fired {
+                        user_id: event.user_id.clone(),
+                        candidate,
+                        tier,
+                        scores: scores.clone(),
+                    });
+                }
+            }
             latest_row[m.slot] = Some((row, tier));
             if let Some((from, to)) = decision.change() {
                 change_rows.push((row, from, to));
@@ -259,8 +308,14 @@ pub fn process(
         .iter()
         .zip(states)
         .zip(&dirty)
-        .filter_map(|((user, state), dirty)| match state {
-            Ok(state) if *dirty => Some(((*user).to_owned(), state)),
+        .zip(rule_states)
+        .filter_map(|(((user, state), dirty), rule_state)| match state {
+            Ok(mut state) if *dirty => {
+                if let Some(rule_state) = rule_state {
+                    campaigns::keep_rule_state(&mut state, &rule_state);
+                }
+                Some(((*user).to_owned(), state))
+            }
             _ => None,
         })
         .collect();
@@ -273,6 +328,7 @@ pub fn process(
         latest,
         counts,
         scored_tiers,
+        fired,
     })
 }
 

@@ -28,7 +28,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
 use tierflow_events::{
-    Bytes, ClickEvent, Contract, DeadLetter, DecodeError, ErrorClass, EventTime,
+    Bytes, CampaignTriggered, ClickEvent, Contract, DeadLetter, DecodeError, ErrorClass, EventTime,
 };
 use tierflow_features::UserState;
 use tierflow_model::{ModelHandle, ScoreError};
@@ -40,6 +40,7 @@ use tierflow_stream::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::campaigns::{self, Campaigns, Fired, Outcome};
 use crate::config::{PipelineConfig, TopicsConfig};
 use crate::process::{self, BatchCounts, Input, Processed};
 use crate::telemetry::{self, Health};
@@ -116,6 +117,8 @@ pub struct Pipeline<S> {
     pub store: S,
     pub model: Arc<ModelHandle>,
     pub health: Arc<Health>,
+    /// Campaign rules and their governor; `None` runs without campaigns.
+    pub campaigns: Option<Campaigns>,
 }
 
 /// A received record, decoded (or not) as it arrived.
@@ -668,10 +671,12 @@ impl<S: StateStore + 'static> Pipeline<S> {
         // Apply, score, decide.
         let t = Instant::now();
         let scorer = self.model.current();
-        let processed = process::process(&scorer, &self.config, &inputs, loaded, now)?;
+        let rules = self.campaigns.as_ref().map(|c| c.rules.as_ref());
+        let processed = process::process(&scorer, &self.config, rules, &inputs, loaded, now)?;
         metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
         metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
             .record(t.elapsed().as_secs_f64());
+        let triggers = self.govern(&processed, now, shutdown).await?;
         for rejected in &processed.rejected {
             let received = &batch[input_source[rejected.input]];
             let reason = match rejected.class {
@@ -690,7 +695,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
         }
         record_outcomes(&processed);
 
-        let encoded = Encoded::new(&processed, &letters, self.config.output_encoding);
+        let encoded = Encoded::new(&processed, &letters, triggers, self.config.output_encoding);
         let latest = processed
             .latest
             .iter()
@@ -869,6 +874,72 @@ async fn watch_slow<T>(
 }
 
 impl<S: StateStore> Pipeline<S> {
+    /// Governance for the rules that fired in a batch (one Redis round trip, retried like
+    /// any stage): the records to publish on `campaign_triggered` and on the control topic.
+    /// A replay gets the earlier verdicts back by idempotency key, so it publishes the same.
+    async fn govern(
+        &self,
+        processed: &Processed,
+        now: EventTime,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Triggers, PipelineError> {
+        let mut triggers = Triggers::default();
+        let Some(campaigns) = &self.campaigns else {
+            return Ok(triggers);
+        };
+        if processed.fired.is_empty() {
+            return Ok(triggers);
+        }
+        let t = Instant::now();
+        let users = campaigns::by_user(&processed.fired);
+        let mut requests = Vec::with_capacity(users.len());
+        let mut asked: Vec<Vec<&Fired>> = Vec::with_capacity(users.len());
+        for fired in &users {
+            // Rules of campaigns retired by a reload are not asked about.
+            let live: Vec<&Fired> = fired
+                .iter()
+                .copied()
+                .filter(|f| campaigns.rules.campaign(&f.candidate.campaign).is_some())
+                .collect();
+            let retired = fired.len() - live.len();
+            if retired > 0 {
+                metrics::counter!(telemetry::CAMPAIGN_DECISIONS, "campaign" => "retired", "outcome" => "retired")
+                    .increment(retired as u64);
+            }
+            if let Some(request) = campaigns::govern_request(&campaigns.rules, &live) {
+                requests.push(request);
+                asked.push(live);
+            }
+        }
+        let mut retry = Retry::new(self, "govern", shutdown);
+        let verdicts = loop {
+            let result = campaigns.governor.decide(&requests).await;
+            if let Some(verdicts) = retry.check(result.map_err(Failure::from)).await? {
+                break verdicts;
+            }
+        };
+        let version = processed.model_version.as_str();
+        for (fired, verdicts) in asked.iter().zip(verdicts) {
+            for (f, verdict) in fired.iter().zip(verdicts) {
+                let outcome = Outcome::from(verdict);
+                metrics::counter!(
+                    telemetry::CAMPAIGN_DECISIONS,
+                    "campaign" => f.candidate.campaign.clone(),
+                    "outcome" => outcome.label()
+                )
+                .increment(1);
+                match outcome {
+                    Outcome::Sent => triggers.sent.push(campaigns::triggered(f, version, now)),
+                    Outcome::Held => triggers.held.push(campaigns::triggered(f, version, now)),
+                    Outcome::Suppressed(_) => {}
+                }
+            }
+        }
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "govern")
+            .record(t.elapsed().as_secs_f64());
+        Ok(triggers)
+    }
+
     /// Gathers up to `batch_max_events` records, or what arrived within `batch_max_wait_ms`
     /// of the first, or what there is when asked to stop. Records of partitions revoked
     /// meanwhile are dropped: nothing of them was applied, the next owner reads them again.
@@ -1102,8 +1173,10 @@ impl<S: StateStore> Pipeline<S> {
 
             let t = Instant::now();
             let scorer = self.model.current();
-            let processed = process::process(&scorer, &self.config, &inputs, loaded, now)?;
+            let rules = self.campaigns.as_ref().map(|c| c.rules.as_ref());
+            let processed = process::process(&scorer, &self.config, rules, &inputs, loaded, now)?;
             metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
+            let triggers = self.govern(&processed, now, shutdown).await?;
             let mut letters = decode_letters.clone();
             for rejected in &processed.rejected {
                 letters.push(dead_letter(
@@ -1115,7 +1188,7 @@ impl<S: StateStore> Pipeline<S> {
                     now,
                 ));
             }
-            let encoded = Encoded::new(&processed, &letters, self.config.output_encoding);
+            let encoded = Encoded::new(&processed, &letters, triggers, self.config.output_encoding);
             let states: Vec<(&str, Vec<u8>)> = processed
                 .states
                 .iter()
@@ -1350,21 +1423,39 @@ fn dead_letter(
     }
 }
 
+/// Campaign triggers governance let through, and those held out for control groups.
+#[derive(Default)]
+struct Triggers {
+    sent: Vec<CampaignTriggered>,
+    held: Vec<CampaignTriggered>,
+}
+
 /// A batch's output records, encoded once (a retry sends the same bytes again).
 struct Encoded {
+    campaign_triggered: Vec<(String, Vec<u8>)>,
+    campaign_control: Vec<(String, Vec<u8>)>,
     tier_changed: Vec<(String, Vec<u8>)>,
     user_score: Vec<(String, Vec<u8>)>,
     dead_letter: Vec<(Option<Vec<u8>>, Vec<u8>)>,
-    headers: [OutputHeaders; 3],
+    headers: [OutputHeaders; 4],
 }
 
 impl Encoded {
     fn new(
         processed: &Processed,
         letters: &[DeadLetter],
+        triggers: Triggers,
         encoding: tierflow_events::Encoding,
     ) -> Self {
+        let encode_all = |records: Vec<CampaignTriggered>| {
+            records
+                .iter()
+                .map(|r| (r.user_id.clone(), tierflow_events::encode(r, encoding)))
+                .collect()
+        };
         Self {
+            campaign_triggered: encode_all(triggers.sent),
+            campaign_control: encode_all(triggers.held),
             tier_changed: processed
                 .tier_changes
                 .iter()
@@ -1388,6 +1479,7 @@ impl Encoded {
                 OutputHeaders::new(Contract::TierChanged, encoding),
                 OutputHeaders::new(Contract::UserScore, encoding),
                 OutputHeaders::new(Contract::DeadLetter, encoding),
+                OutputHeaders::new(Contract::CampaignTriggered, encoding),
             ],
         }
     }
@@ -1398,11 +1490,17 @@ impl Encoded {
         producer: &mut BoundedProducer,
         topics: &TopicsConfig,
     ) -> Result<(), StreamError> {
-        let [tier_headers, score_headers, letter_headers] = &self.headers;
-        let (tier_headers, score_headers, letter_headers) = (
+        let [
+            tier_headers,
+            score_headers,
+            letter_headers,
+            campaign_headers,
+        ] = &self.headers;
+        let (tier_headers, score_headers, letter_headers, campaign_headers) = (
             tier_headers.pairs(),
             score_headers.pairs(),
             letter_headers.pairs(),
+            campaign_headers.pairs(),
         );
         for (key, value) in &self.dead_letter {
             producer
@@ -1434,6 +1532,21 @@ impl Encoded {
                 })
                 .await?;
         }
+        for (topic, records) in [
+            (&topics.campaign_triggered, &self.campaign_triggered),
+            (&topics.campaign_control, &self.campaign_control),
+        ] {
+            for (key, value) in records {
+                producer
+                    .send(OutRecord {
+                        topic,
+                        key: Some(key.as_bytes()),
+                        value,
+                        headers: &campaign_headers,
+                    })
+                    .await?;
+            }
+        }
         producer.flush().await?;
         Ok(())
     }
@@ -1443,6 +1556,8 @@ impl Encoded {
             (&topics.tier_changed, self.tier_changed.len()),
             (&topics.user_score, self.user_score.len()),
             (&topics.dead_letter, self.dead_letter.len()),
+            (&topics.campaign_triggered, self.campaign_triggered.len()),
+            (&topics.campaign_control, self.campaign_control.len()),
         ] {
             if n > 0 {
                 metrics::counter!(telemetry::RECORDS_OUT, "topic" => topic.clone())

@@ -44,6 +44,10 @@ pub const RETRIES: &str = "tierflow_stage_retries_total";
 /// Stages retrying or waiting too long right now (Redis or broker unavailable); above 0,
 /// consumption is paused and `/readyz` fails.
 pub const STALLED: &str = "tierflow_stalled";
+/// Campaign rules that fired, by campaign and governance outcome (`send`,
+/// `control_holdout`, `cooldown`, `daily_cap`, `budget`, `opted_out`, `lower_priority`,
+/// `retired`).
+pub const CAMPAIGN_DECISIONS: &str = "tierflow_campaign_decisions_total";
 /// Offset commits that failed (the batch will be replayed, idempotently), label `reason`.
 pub const COMMIT_FAILURES: &str = "tierflow_commit_failures_total";
 /// Partitions assigned to this process.
@@ -74,6 +78,7 @@ pub const ALL: &[&str] = &[
     OUTCOMES,
     RETRIES,
     STALLED,
+    CAMPAIGN_DECISIONS,
     COMMIT_FAILURES,
     ASSIGNED_PARTITIONS,
     MODEL_INFO,
@@ -101,6 +106,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 
 fn describe() {
     describe_counter!(EVENTS_IN, "Records consumed from the input topics");
+    describe_counter!(
+        CAMPAIGN_DECISIONS,
+        "Campaign rules that fired, by campaign and governance outcome"
+    );
     describe_counter!(RECORDS_OUT, "Records produced and acknowledged, per topic");
     describe_histogram!(STAGE_SECONDS, Unit::Seconds, "Time per pipeline stage");
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Records per micro-batch");

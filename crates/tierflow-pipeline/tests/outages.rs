@@ -101,6 +101,7 @@ impl Scenario {
             store: store.clone(),
             model: model()?,
             health: Arc::clone(&health),
+            campaigns: None,
         };
         let scenario = Self {
             kafka,

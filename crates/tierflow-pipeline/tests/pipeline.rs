@@ -13,19 +13,68 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use burn::prelude::Device;
-use common::{Read, check, model, observe, produce, synthetic, test_kafka, topics, wait_for};
+use common::{
+    Read, check, check_triggers, model, observe, produce, synthetic, test_kafka, topics, wait_for,
+};
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::offline;
-use tierflow_pipeline::{Health, Pipeline, PipelineConfig, TopicsConfig};
-use tierflow_store::{RedisConfig, RedisStore};
+use tierflow_pipeline::{Campaigns, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig};
+use tierflow_rules::RuleSet;
+use tierflow_store::{Governor, RedisConfig, RedisStore};
 use tierflow_stream::{EmbeddedBroker, KafkaConfig, ensure_topics};
 use tierflow_testkit::{broker, redis, unique_name};
 use tokio::sync::watch;
+
+/// Campaign rules of every event-driven kind, without budgets (which are shared between
+/// users, so which user gets the last slot depends on processing order).
+const RULES: &str = r#"
+tier_count = 5
+
+[defaults]
+cooldown = "2d"
+daily_cap = 2
+
+[[campaign]]
+name = "vip_welcome"
+priority = 10
+control_fraction = 0.3
+when = { tier_reached = 4 }
+
+[[campaign]]
+name = "winback"
+priority = 8
+when = { tier_dropped_by = 2 }
+
+[[campaign]]
+name = "retention_offer"
+priority = 7
+control_fraction = 0.2
+when = { churn_risk_at_least = 0.6, tier_at_least = 1 }
+
+[[campaign]]
+name = "cart_reminder"
+priority = 5
+cooldown = "1d"
+when = { cart_abandoned = "30m" }
+
+[[campaign]]
+name = "browse_reminder"
+priority = 3
+control_fraction = 0.1
+when = { browse_abandoned = "1h" }
+
+[[campaign]]
+name = "first_purchase_thanks"
+priority = 6
+cooldown = "0s"
+when = { first_purchase = true }
+"#;
 
 async fn run_to_end(
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
     store: RedisStore,
+    campaigns: Option<Campaigns>,
     config: PipelineConfig,
     records: u64,
 ) -> Result<tierflow_pipeline::RunSummary> {
@@ -38,6 +87,7 @@ async fn run_to_end(
         store,
         model: model()?,
         health: Arc::clone(&health),
+        campaigns,
     };
     let task = tokio::spawn(pipeline.run(shutdown));
     let waited = wait_for(
@@ -64,14 +114,27 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
         key_prefix: unique_name("p"),
         ..RedisConfig::new(redis().url())
     };
-    let store = RedisStore::connect(redis_config).await?;
+    let store = RedisStore::connect(redis_config.clone()).await?;
+    let rules = Arc::new(RuleSet::parse(RULES)?);
+    let campaigns = Campaigns {
+        rules: Arc::clone(&rules),
+        governor: Governor::connect(redis_config).await?,
+    };
     let config = PipelineConfig {
         group_id: unique_name("group"),
         // Small batches: many batches, users spread over several of them.
         batch_max_events: 400,
         ..PipelineConfig::default()
     };
-    let summary = run_to_end(&kafka, &topics, store.clone(), config.clone(), records).await?;
+    let summary = run_to_end(
+        &kafka,
+        &topics,
+        store.clone(),
+        Some(campaigns),
+        config.clone(),
+        records,
+    )
+    .await?;
     ensure!(summary.batches > 5, "{summary:?}");
 
     let observed = observe(&kafka, &topics, &config.group_id, records).await?;
@@ -82,7 +145,7 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
     );
     let scorer = Scorer::new(&Artifact::embedded_default()?, &Device::flex())?;
     let sources: Vec<_> = observed.input.iter().map(Read::source).collect();
-    let expected = offline::replay(&scorer, &config, &sources)?;
+    let expected = offline::replay_with(&scorer, &config, Some(&rules), &sources)?;
     ensure!(
         summary.counts.scored == expected.scored,
         "scored {} != {}",
@@ -90,6 +153,31 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
         expected.scored
     );
     check(&observed, &expected, &store, scorer.version(), false).await?;
+    check_triggers(&observed, &expected, false)?;
+    // Every kind of decision happens on this stream, so each path is exercised.
+    for outcome in ["Sent", "Held"] {
+        ensure!(
+            expected
+                .triggers
+                .values()
+                .any(|t| format!("{:?}", t.outcome) == outcome),
+            "no {outcome} trigger in the stream: {:?}",
+            expected.triggers.values().take(5).collect::<Vec<_>>()
+        );
+    }
+    ensure!(
+        expected
+            .triggers
+            .values()
+            .any(|t| matches!(t.outcome, Outcome::Suppressed(_))),
+        "governance never suppressed a trigger"
+    );
+    let campaigns: BTreeSet<&str> = expected
+        .triggers
+        .values()
+        .map(|t| t.campaign.as_str())
+        .collect();
+    ensure!(campaigns.len() >= 4, "only {campaigns:?} fired");
     let distinct: BTreeSet<&str> = observed
         .tier_changed
         .iter()

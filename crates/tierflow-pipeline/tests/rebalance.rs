@@ -43,6 +43,7 @@ fn join(
         store: store.clone(),
         model: model()?,
         health: Arc::clone(&health),
+        campaigns: None,
     };
     Ok(Member {
         health,

@@ -60,6 +60,7 @@ async fn transactional_outputs_are_exactly_once_across_crashes() -> Result<()> {
             store: store.clone(),
             model: model().expect("embedded model"),
             health,
+            campaigns: None,
         };
         (stop, tokio::spawn(pipeline.run(shutdown)))
     };

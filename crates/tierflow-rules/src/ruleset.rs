@@ -796,7 +796,7 @@ when = { inactive_for = "1y" }
         assert_eq!(
             described,
             [
-                ("vip_welcome", "tier_reached = 3".to_owned()),
+                ("vip_welcome", "tier_reached = 4".to_owned()),
                 ("winback", "tier_dropped_by = 2".to_owned()),
                 (
                     "retention_offer",

@@ -22,6 +22,15 @@ pub(crate) struct Config {
     pub(crate) redis: RedisConfig,
     pub(crate) pipeline: PipelineConfig,
     pub(crate) http: HttpSection,
+    pub(crate) campaigns: CampaignsSection,
+}
+
+/// Campaign triggers: the rules file (see `deploy/rules.toml`). Without one, `run` publishes
+/// no campaign triggers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CampaignsSection {
+    pub(crate) rules: Option<std::path::PathBuf>,
 }
 
 /// The HTTP endpoints of `tierflow run`: `/metrics`, `/healthz`, `/readyz`.

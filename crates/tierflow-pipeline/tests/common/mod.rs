@@ -14,11 +14,13 @@ use burn::prelude::Device;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tierflow_data::synth::{self, Dials, SynthConfig};
-use tierflow_events::{DeadLetter, Encoding, ErrorClass, TierChanged, UserScore, decode};
+use tierflow_events::{
+    CampaignTriggered, DeadLetter, Encoding, ErrorClass, TierChanged, UserScore, decode,
+};
 use tierflow_model::{Artifact, ModelHandle};
-use tierflow_pipeline::TopicsConfig;
 use tierflow_pipeline::offline::Expected;
 use tierflow_pipeline::offline::SourceRecord;
+use tierflow_pipeline::{Outcome, TopicsConfig};
 use tierflow_store::{RedisStore, StateStore};
 use tierflow_stream::consume::committed_offsets;
 use tierflow_stream::consume::partitions;
@@ -190,6 +192,7 @@ pub(crate) fn topics(partitions: i32) -> TopicsConfig {
         clickstream: format!("{prefix}.clickstream"),
         tier_changed: format!("{prefix}.tier_changed"),
         campaign_triggered: format!("{prefix}.campaign_triggered"),
+        campaign_control: format!("{prefix}.campaign_control"),
         user_score: format!("{prefix}.user_score"),
         dead_letter: format!("{prefix}.dead_letter"),
         partitions,
@@ -209,6 +212,9 @@ pub(crate) struct Observed {
     pub(crate) tier_changed: Vec<TierChanged>,
     pub(crate) user_scores: Vec<UserScore>,
     pub(crate) dead_letters: Vec<DeadLetter>,
+    /// Campaign triggers sent, and those held out for control groups.
+    pub(crate) triggered: Vec<CampaignTriggered>,
+    pub(crate) held: Vec<CampaignTriggered>,
     /// `None` where the broker cannot show them (see the transactions test).
     pub(crate) committed: Option<BTreeMap<i32, i64>>,
 }
@@ -230,6 +236,8 @@ pub(crate) async fn observe(
     let tier_changed = decode_all(read_all(kafka, &topics.tier_changed, 1, idle).await?)?;
     let user_scores = decode_all(read_all(kafka, &topics.user_score, 1, idle).await?)?;
     let dead_letters = decode_all(read_all(kafka, &topics.dead_letter, 1, idle).await?)?;
+    let triggered = decode_all(read_all(kafka, &topics.campaign_triggered, 0, idle).await?)?;
+    let held = decode_all(read_all(kafka, &topics.campaign_control, 0, idle).await?)?;
     let committed =
         tokio::task::block_in_place(|| committed_offsets(kafka, group, &topics.clickstream))?;
     Ok(Observed {
@@ -237,8 +245,63 @@ pub(crate) async fn observe(
         tier_changed,
         user_scores,
         dead_letters,
+        triggered,
+        held,
         committed: Some(committed),
     })
+}
+
+/// Asserts the campaign triggers: sent and held-out records are exactly the ones the offline
+/// replay's governance lets through and holds out (as sets by idempotency key; `deduped`
+/// allows repeats of the same record), and each names its user and campaign.
+pub(crate) fn check_triggers(
+    observed: &Observed,
+    expected: &Expected,
+    deduped: bool,
+) -> Result<()> {
+    for (records, outcome) in [
+        (&observed.triggered, Outcome::Sent),
+        (&observed.held, Outcome::Held),
+    ] {
+        let mut got: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        for r in records.iter() {
+            let previous = got.insert(&r.idempotency_key, (&r.user_id, &r.campaign));
+            ensure!(
+                deduped || previous.is_none(),
+                "{} published twice in an uninterrupted run",
+                r.idempotency_key
+            );
+            ensure!(
+                r.expires_at > r.event_time,
+                "{} expires before it fires",
+                r.idempotency_key
+            );
+        }
+        let want: BTreeMap<&str, (&str, &str)> = expected
+            .triggers
+            .iter()
+            .filter(|(_, t)| t.outcome == outcome)
+            .map(|(k, t)| (k.as_str(), (t.user_id.as_str(), t.campaign.as_str())))
+            .collect();
+        if got != want {
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(5)
+                .collect();
+            anyhow::bail!(
+                "{outcome:?} triggers differ from the offline replay: {} published, {} expected; missing {missing:?}, extra {extra:?}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Asserts outputs, Redis state, latest scores and offsets against the offline reference.

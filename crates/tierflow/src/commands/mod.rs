@@ -73,6 +73,35 @@ pub(crate) fn open_model(config: &Config) -> Result<ModelHandle> {
     }
 }
 
+/// The campaign layer `run` and `replay` use: the rules file (checked against the model's
+/// tier count) and a governor on the same Redis. `None` without `campaigns.rules`.
+pub(crate) async fn open_campaigns(
+    config: &Config,
+    redis: &tierflow_store::RedisConfig,
+    tiers: usize,
+) -> Result<Option<tierflow_pipeline::Campaigns>> {
+    let Some(path) = &config.campaigns.rules else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the rules file {}", path.display()))?;
+    let rules = tierflow_rules::RuleSet::parse_named(&path.display().to_string(), &text)?;
+    anyhow::ensure!(
+        rules.tier_count as usize == tiers,
+        "{}: tier_count = {} but the model scores {tiers} tiers",
+        path.display(),
+        rules.tier_count
+    );
+    let governor = tierflow_store::Governor::connect(redis.clone())
+        .await
+        .context("connecting the campaign governor to Redis")?;
+    tracing::info!(rules = %path.display(), campaigns = rules.campaigns.len(), "campaign rules loaded");
+    Ok(Some(tierflow_pipeline::Campaigns {
+        rules: std::sync::Arc::new(rules),
+        governor,
+    }))
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

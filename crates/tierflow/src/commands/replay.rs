@@ -77,6 +77,8 @@ pub(crate) async fn run(args: ReplayArgs, mut config: Config) -> Result<()> {
     let store = RedisStore::connect(config.redis.clone())
         .await
         .context("connecting to Redis")?;
+    // Governance in the namespace too: a replay must not spend the live campaigns' slots.
+    let campaigns = super::open_campaigns(&config, &config.redis, model.current().tiers()).await?;
     let (stop, shutdown, signals) = shutdown_on_signals();
     let signalled = tokio::spawn(signals);
     let pipeline = Pipeline {
@@ -86,6 +88,7 @@ pub(crate) async fn run(args: ReplayArgs, mut config: Config) -> Result<()> {
         store,
         model,
         health: Health::new(),
+        campaigns,
     };
     let started = Instant::now();
     let mut running = tokio::spawn(pipeline.run(shutdown));
@@ -177,6 +180,7 @@ fn namespaced(mut config: Config, name: &str) -> Result<Config> {
     for topic in [
         &mut topics.tier_changed,
         &mut topics.campaign_triggered,
+        &mut topics.campaign_control,
         &mut topics.user_score,
         &mut topics.dead_letter,
     ] {

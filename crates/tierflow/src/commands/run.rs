@@ -58,6 +58,7 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         .await
         .context("connecting to Redis")?;
 
+    let campaigns = super::open_campaigns(&config, &config.redis, model.current().tiers()).await?;
     let (_stop, shutdown, signals) = shutdown_on_signals();
     tokio::spawn(signals);
     let pipeline = Pipeline {
@@ -67,6 +68,7 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         store,
         model,
         health,
+        campaigns,
     };
     let summary = pipeline.run(shutdown).await?;
     server.abort();
