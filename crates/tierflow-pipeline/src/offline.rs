@@ -53,6 +53,13 @@ pub struct Expected {
 pub struct PredictedTrigger {
     pub user_id: String,
     pub campaign: String,
+    /// The condition as written in the rules file.
+    pub rule: String,
+    pub fired_at: EventTime,
+    /// The event that caused it (`None` for inactivity).
+    pub causing_event_id: Option<String>,
+    /// The tier the user had when it fired.
+    pub tier: Tier,
     pub outcome: Outcome,
 }
 
@@ -137,6 +144,10 @@ pub fn replay_with(
                                 PredictedTrigger {
                                     user_id: f.user_id.clone(),
                                     campaign: f.candidate.campaign.clone(),
+                                    rule: f.candidate.rule.clone(),
+                                    fired_at: f.candidate.fired_at,
+                                    causing_event_id: f.candidate.causing_event_id.clone(),
+                                    tier: f.tier,
                                     outcome,
                                 },
                             );
