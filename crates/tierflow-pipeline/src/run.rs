@@ -220,9 +220,29 @@ struct GroupContext {
     /// How long a revocation waits for batches in flight to become durable.
     drain_timeout: Duration,
     topic: String,
+    /// When a consumer error was last logged, and how many were not logged since.
+    error_log: Mutex<(Option<Instant>, u64)>,
 }
 
 impl GroupContext {
+    /// Logs a consumer error: the first at once, then at most one line per 10 s with the
+    /// count in between (a broker outage raises one every poll). Always counted.
+    fn consumer_error(&self, error: &KafkaError) {
+        metrics::counter!(telemetry::CONSUMER_ERRORS).increment(1);
+        let mut log = self
+            .error_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, skipped) = &mut *log;
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+            *skipped += 1;
+            return;
+        }
+        tracing::warn!(%error, since_last_logged = *skipped, "consumer error");
+        *last = Some(Instant::now());
+        *skipped = 0;
+    }
+
     /// Called before partitions are taken away: the batches in flight hold their records,
     /// so wait until those are durable and their offsets committed. The next owner then
     /// starts exactly after them instead of replaying them.
@@ -417,6 +437,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
             inflight: Arc::clone(&inflight),
             drain_timeout: Duration::from_secs(self.config.max_stall_secs),
             topic: self.topics.clickstream.clone(),
+            error_log: Mutex::new((None, 0)),
         };
         let mut consumer_config = self.kafka.consumer_config(&self.config.group_id);
         consumer_config
@@ -974,7 +995,7 @@ impl<S: StateStore> Pipeline<S> {
                 }
                 Ok(Err(e)) => {
                     self.drop_revoked(consumer, &mut batch);
-                    tracing::warn!(error = %e, "consumer error");
+                    consumer.context().consumer_error(&e);
                     if matches!(e, KafkaError::Global(_) | KafkaError::MessageConsumption(_)) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }

@@ -48,6 +48,9 @@ pub const STALLED: &str = "tierflow_stalled";
 /// `control_holdout`, `cooldown`, `daily_cap`, `budget`, `opted_out`, `lower_priority`,
 /// `retired`).
 pub const CAMPAIGN_DECISIONS: &str = "tierflow_campaign_decisions_total";
+/// Errors the consumer reported (broker unreachable, fetch failures); logged at most every
+/// 10 s.
+pub const CONSUMER_ERRORS: &str = "tierflow_consumer_errors_total";
 /// Offset commits that failed (the batch will be replayed, idempotently), label `reason`.
 pub const COMMIT_FAILURES: &str = "tierflow_commit_failures_total";
 /// Partitions assigned to this process.
@@ -79,6 +82,7 @@ pub const ALL: &[&str] = &[
     RETRIES,
     STALLED,
     CAMPAIGN_DECISIONS,
+    CONSUMER_ERRORS,
     COMMIT_FAILURES,
     ASSIGNED_PARTITIONS,
     MODEL_INFO,
@@ -106,6 +110,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 
 fn describe() {
     describe_counter!(EVENTS_IN, "Records consumed from the input topics");
+    describe_counter!(CONSUMER_ERRORS, "Errors the consumer reported");
     describe_counter!(
         CAMPAIGN_DECISIONS,
         "Campaign rules that fired, by campaign and governance outcome"
@@ -129,7 +134,10 @@ fn describe() {
     describe_counter!(TIER_CHANGES, "Tier changes published, by from and to tier");
     describe_counter!(OUTCOMES, "Input records by outcome");
     describe_counter!(RETRIES, "Retries after retriable failures, by stage");
-    describe_gauge!(STALLED, "1 while a stage retries and consumption is paused");
+    describe_gauge!(
+        STALLED,
+        "Stages retrying or waiting too long; consumption is paused above 0"
+    );
     describe_counter!(
         COMMIT_FAILURES,
         "Failed offset commits (replayed idempotently)"

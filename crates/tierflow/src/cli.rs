@@ -91,6 +91,10 @@ pub(crate) enum Command {
     /// --from. For backfills and model backtests: the live state and topics are not touched.
     /// Ctrl-C or SIGTERM finishes and commits the batch in flight, then exits 0.
     Replay(ReplayArgs),
+    /// Check campaign rules files and predict what they would fire, offline: no broker, no
+    /// Redis.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Create the configured topics that do not exist yet (user_score compacted).
     Topics,
     /// Write (or check) the JSON Schemas of every topic contract.
@@ -144,6 +148,65 @@ pub(crate) struct InspectUserArgs {
     pub(crate) redis: Option<String>,
     /// Model artifact directory; overrides model.artifact. Default: the model compiled into
     /// the binary.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) model: Option<PathBuf>,
+}
+
+/// What `tierflow rules` does.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum RulesCommand {
+    /// Parse and check a rules file (default: the configured campaigns.rules) and print a
+    /// summary: tier_count, the per-user limits and one line per campaign (name, priority,
+    /// condition, cooldown, control fraction, hourly budget). A refused file prints every
+    /// problem as `FILE:LINE:COLUMN: message`; a tier_count that differs from the configured
+    /// model's tier count is refused too (unless --no-model). Exit code 0: valid; 2: refused.
+    Check(RulesCheckArgs),
+    /// Predict which campaign triggers a clickstream would fire, when and why: replays the
+    /// events (JSON lines as `tierflow generate` writes them, in file order) through the same
+    /// windows, model, tier policy, rules and governance as `tierflow run` (governance in
+    /// memory, no opt-outs), then prints one line per trigger in event-time order — fired_at,
+    /// user, campaign, rule, causing event, tier and the governance outcome (send,
+    /// control_holdout, cooldown, daily_cap, budget, lower_priority) — and a table per
+    /// campaign: fired, sent, held out and suppressed by reason. Lines that are not valid
+    /// events are skipped and reported with their line numbers. Exit code 2: the rules file
+    /// is refused (as by `rules check`).
+    Test(RulesTestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RulesCheckArgs {
+    /// The rules file (TOML, see deploy/rules.toml). Default: campaigns.rules from the
+    /// configuration.
+    pub(crate) file: Option<PathBuf>,
+    /// Skip the comparison of tier_count with the model's tier count (and do not load a
+    /// model).
+    #[arg(long)]
+    pub(crate) no_model: bool,
+    /// Model artifact directory to compare tier_count with; overrides model.artifact.
+    /// Default: the model compiled into the binary.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_model")]
+    pub(crate) model: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RulesTestArgs {
+    /// Event log: JSON lines from `generate` or `import` (.gz is decompressed; `-` is stdin).
+    /// Replayed in file order, as partition 0 with the line order as offsets.
+    #[arg(long, short = 'e', value_name = "FILE")]
+    pub(crate) events: PathBuf,
+    /// The rules file. Default: campaigns.rules from the configuration.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) rules: Option<PathBuf>,
+    /// Only print the triggers of this user (and count only theirs in the summary).
+    /// Governance still sees every user, so budgets spent by others count.
+    #[arg(long, value_name = "ID")]
+    pub(crate) user: Option<String>,
+    /// One JSON object per trigger ("type": "trigger"), then one summary object
+    /// ("type": "summary"), instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Model artifact directory to score with; overrides model.artifact. Default: the model
+    /// compiled into the binary.
     #[arg(long, value_name = "DIR")]
     pub(crate) model: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@ mod generate;
 mod import;
 mod inspect;
 mod replay;
+mod rules;
 mod run;
 mod schemas;
 mod tail;
@@ -38,6 +39,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Tail(args) => tail::run(args, &config).await,
         Command::ForgetUser(args) => forget::run(args, config).await,
         Command::Replay(args) => replay::run(args, config).await,
+        Command::Rules(command) => rules::run(command, config).await,
         Command::Topics => topics(&config).await,
         Command::Schemas(args) => schemas::run(&args),
     }
