@@ -4,7 +4,7 @@
 //! (offline: in memory), and the records campaign engines read are built here.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
 use tierflow_events::{CampaignTriggered, EventTime, Scores, Tier};
@@ -12,11 +12,22 @@ use tierflow_features::UserState;
 use tierflow_rules::{Candidate, Decision, GovernContext, Ledger, RuleSet, RuleState, Verdict};
 use tierflow_store::{GovernCandidate, GovernRequest, GovernVerdict, Governor};
 
-/// The campaign layer of one pipeline: the rules and the governor that enforces them.
+/// The campaign layer of one pipeline: the rules and the governance that enforces them.
 #[derive(Debug, Clone)]
 pub struct Campaigns {
     pub rules: Arc<RuleSet>,
-    pub governor: Governor,
+    pub governor: Governance,
+}
+
+/// Where cooldowns, caps, budgets and recorded verdicts live.
+#[derive(Debug, Clone)]
+pub enum Governance {
+    /// In Redis, shared by every process of the group: limits hold across partitions and
+    /// restarts.
+    Redis(Governor),
+    /// In this process only (the demo on embedded defaults, with the in-memory state store):
+    /// limits hold within the process and are forgotten when it stops.
+    Memory(Arc<Mutex<Ledger>>),
 }
 
 /// A rule that fired for a user, with the decision it fired on.

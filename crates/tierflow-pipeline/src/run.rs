@@ -40,7 +40,7 @@ use tierflow_stream::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::campaigns::{self, Campaigns, Fired, Outcome};
+use crate::campaigns::{self, Campaigns, Fired, Governance, Outcome};
 use crate::config::{PipelineConfig, TopicsConfig};
 use crate::process::{self, BatchCounts, Input, Processed};
 use crate::telemetry::{self, Health};
@@ -932,17 +932,31 @@ impl<S: StateStore> Pipeline<S> {
                 asked.push(live);
             }
         }
-        let mut retry = Retry::new(self, "govern", shutdown);
-        let verdicts = loop {
-            let result = campaigns.governor.decide(&requests).await;
-            if let Some(verdicts) = retry.check(result.map_err(Failure::from)).await? {
-                break verdicts;
+        let outcomes: Vec<Vec<Outcome>> = match &campaigns.governor {
+            Governance::Redis(governor) => {
+                let mut retry = Retry::new(self, "govern", shutdown);
+                let verdicts = loop {
+                    let result = governor.decide(&requests).await;
+                    if let Some(verdicts) = retry.check(result.map_err(Failure::from)).await? {
+                        break verdicts;
+                    }
+                };
+                verdicts
+                    .into_iter()
+                    .map(|user| user.into_iter().map(Outcome::from).collect())
+                    .collect()
+            }
+            Governance::Memory(ledger) => {
+                let mut ledger = ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                asked
+                    .iter()
+                    .map(|fired| campaigns::govern_offline(&campaigns.rules, &mut ledger, fired))
+                    .collect()
             }
         };
         let version = processed.model_version.as_str();
-        for (fired, verdicts) in asked.iter().zip(verdicts) {
-            for (f, verdict) in fired.iter().zip(verdicts) {
-                let outcome = Outcome::from(verdict);
+        for (fired, outcomes) in asked.iter().zip(outcomes) {
+            for (f, outcome) in fired.iter().zip(outcomes) {
                 metrics::counter!(
                     telemetry::CAMPAIGN_DECISIONS,
                     "campaign" => f.candidate.campaign.clone(),

@@ -18,7 +18,7 @@ use common::{
 };
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::offline;
-use tierflow_pipeline::{Campaigns, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig};
+use tierflow_pipeline::{Campaigns, Governance, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig};
 use tierflow_rules::RuleSet;
 use tierflow_store::{Governor, RedisConfig, RedisStore};
 use tierflow_stream::{EmbeddedBroker, KafkaConfig, ensure_topics};
@@ -118,7 +118,7 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
     let rules = Arc::new(RuleSet::parse(RULES)?);
     let campaigns = Campaigns {
         rules: Arc::clone(&rules),
-        governor: Governor::connect(redis_config).await?,
+        governor: Governance::Redis(Governor::connect(redis_config).await?),
     };
     let config = PipelineConfig {
         group_id: unique_name("group"),

@@ -100,7 +100,7 @@ pub(crate) async fn open_campaigns(
     tracing::info!(rules = %path.display(), campaigns = rules.campaigns.len(), "campaign rules loaded");
     Ok(Some(tierflow_pipeline::Campaigns {
         rules: std::sync::Arc::new(rules),
-        governor,
+        governor: tierflow_pipeline::Governance::Redis(governor),
     }))
 }
 
