@@ -286,8 +286,32 @@ fn demo_runs_on_embedded_defaults() -> Result<()> {
         "0.01",
     ])?)?;
     let stdout = String::from_utf8(out.stdout)?;
-    ensure!(stdout.contains("dead letters →"), "{stdout}");
-    ensure!(stdout.contains("latent segments"), "{stdout}");
+    // The whole pipeline ran: dead letters, tier changes, campaign triggers, commits.
+    let count = |prefix: &str| -> Result<u64> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .with_context(|| format!("no line starting {prefix:?}:\n{stdout}"))?;
+        Ok(line[prefix.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .parse()?)
+    };
+    ensure!(
+        stdout.contains("dead letters → tierflow.dead_letter"),
+        "{stdout}"
+    );
+    ensure!(
+        count("== tier changes: ")? > 0,
+        "no tier changes:\n{stdout}"
+    );
+    ensure!(
+        count("== campaign triggers: ")? > 0,
+        "no campaign triggers:\n{stdout}"
+    );
+    ensure!(stdout.contains("latent segment"), "{stdout}");
+    ensure!(stdout.contains("\"idempotency_key\": \"ct/"), "{stdout}");
     ensure!(!stdout.contains('✗'), "uncommitted partitions:\n{stdout}");
     ensure!(
         stdout.matches('✓').count() == 3,

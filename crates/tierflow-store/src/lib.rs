@@ -39,6 +39,36 @@ impl StoreError {
     }
 }
 
+/// A shared store is a store: several pipeline members in one process (the demo) share one
+/// in-memory store this way.
+impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+    fn load_raw(
+        &self,
+        users: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, StoreError>> + Send {
+        (**self).load_raw(users)
+    }
+
+    fn store_raw(
+        &self,
+        states: &[(&str, &[u8])],
+        scores: &[(&str, &[u8])],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).store_raw(states, scores)
+    }
+
+    fn latest_scores(
+        &self,
+        users: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, StoreError>> + Send {
+        (**self).latest_scores(users)
+    }
+
+    fn round_trips(&self) -> u64 {
+        (**self).round_trips()
+    }
+}
+
 /// A stored state with its undo image, as the transactional pipeline reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {

@@ -155,21 +155,29 @@ pub(crate) struct InspectUserArgs {
 /// What `tierflow rules` does.
 #[derive(Debug, Clone, Subcommand)]
 pub(crate) enum RulesCommand {
-    /// Parse and check a rules file (default: the configured campaigns.rules) and print a
-    /// summary: tier_count, the per-user limits and one line per campaign (name, priority,
-    /// condition, cooldown, control fraction, hourly budget). A refused file prints every
-    /// problem as `FILE:LINE:COLUMN: message`; a tier_count that differs from the configured
-    /// model's tier count is refused too (unless --no-model). Exit code 0: valid; 2: refused.
+    /// Check a rules file: every problem with its line and column, or a summary.
+    ///
+    /// Parses and checks a rules file (default: the configured campaigns.rules) as `run` does
+    /// and prints a summary: tier_count, the per-user limits and one line per campaign (name,
+    /// priority, condition, cooldown, control fraction, hourly budget, trigger ttl). A refused
+    /// file prints every problem as `FILE:LINE:COLUMN: message` (a syntax error or unknown key
+    /// stops the parse at the first one; the other checks report all of theirs); a tier_count
+    /// that differs from the model's tier count is refused too, unless --no-model. Exit code
+    /// 0: valid; 2: refused.
     Check(RulesCheckArgs),
-    /// Predict which campaign triggers a clickstream would fire, when and why: replays the
-    /// events (JSON lines as `tierflow generate` writes them, in file order) through the same
-    /// windows, model, tier policy, rules and governance as `tierflow run` (governance in
-    /// memory, no opt-outs), then prints one line per trigger in event-time order — fired_at,
-    /// user, campaign, rule, causing event, tier and the governance outcome (send,
-    /// control_holdout, cooldown, daily_cap, budget, lower_priority) — and a table per
-    /// campaign: fired, sent, held out and suppressed by reason. Lines that are not valid
-    /// events are skipped and reported with their line numbers. Exit code 2: the rules file
-    /// is refused (as by `rules check`).
+    /// Predict which triggers an event file would fire, when, why and with which outcome.
+    ///
+    /// Replays the events (JSON lines as `tierflow generate` writes them, in file order, as one
+    /// partition) through the same windows, model, tier policy, rules and governance as
+    /// `tierflow run` (governance in memory, from empty counters, no opt-out list), then prints
+    /// one line per trigger in event-time order — fired_at, user, campaign, rule, causing
+    /// event, tier and the governance outcome (send, control_holdout, cooldown, daily_cap,
+    /// budget, lower_priority) — and a table per campaign: fired, sent, held out and suppressed
+    /// by reason. As in the pipeline today, a cart, browse or inactivity timer fires when the
+    /// user's next event shows it due: a user's last abandoned cart in the file does not fire.
+    /// Lines that are not valid events are skipped and reported (stderr, and in the JSON
+    /// summary) with their line numbers. Exit code 2: the rules file is refused (as by
+    /// `rules check`).
     Test(RulesTestArgs),
 }
 
