@@ -947,7 +947,9 @@ impl<S: StateStore> Pipeline<S> {
                     .collect()
             }
             Governance::Memory(ledger) => {
-                let mut ledger = ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut ledger = ledger
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 asked
                     .iter()
                     .map(|fired| campaigns::govern_offline(&campaigns.rules, &mut ledger, fired))

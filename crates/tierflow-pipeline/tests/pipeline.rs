@@ -18,7 +18,9 @@ use common::{
 };
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::offline;
-use tierflow_pipeline::{Campaigns, Governance, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig};
+use tierflow_pipeline::{
+    Campaigns, Governance, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig,
+};
 use tierflow_rules::RuleSet;
 use tierflow_store::{Governor, RedisConfig, RedisStore};
 use tierflow_stream::{EmbeddedBroker, KafkaConfig, ensure_topics};

@@ -1,10 +1,12 @@
 //! Members joining and leaving one consumer group mid-stream (real broker, real Redis): each
 //! revocation waits until the batches in flight are durable and committed, so the next
 //! owner of a partition starts exactly after them — no record is processed twice, none is
-//! lost, and state, outputs and offsets equal the offline replay of the same events.
+//! lost, and state, outputs and offsets equal the offline replay of the same events. The
+//! members run campaigns with budgets that span partitions: no limit is ever exceeded.
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +16,13 @@ use common::{
     Read, check, generated, model, observe, produce_records, synthetic, test_kafka, topics,
     wait_for,
 };
+use tierflow_events::CampaignTriggered;
 use tierflow_model::{Artifact, Scorer};
-use tierflow_pipeline::{Health, Pipeline, PipelineConfig, RunSummary, offline};
-use tierflow_store::{RedisConfig, RedisStore};
+use tierflow_pipeline::{
+    Campaigns, Governance, Health, Pipeline, PipelineConfig, RunSummary, offline,
+};
+use tierflow_rules::RuleSet;
+use tierflow_store::{Governor, RedisConfig, RedisStore};
 use tierflow_stream::{KafkaConfig, ensure_topics};
 use tierflow_testkit::{broker, redis, unique_name};
 use tokio::sync::watch;
@@ -28,10 +34,41 @@ struct Member {
     task: JoinHandle<Result<RunSummary, tierflow_pipeline::PipelineError>>,
 }
 
+/// Tight limits that span partitions and so members: budgets per campaign and event-time
+/// hour, a daily cap per user, cooldowns.
+const RULES: &str = r#"
+tier_count = 5
+
+[defaults]
+cooldown = "1d"
+daily_cap = 2
+
+[[campaign]]
+name = "first_purchase_thanks"
+priority = 6
+budget_per_hour = 1
+when = { first_purchase = true }
+
+[[campaign]]
+name = "cart_reminder"
+priority = 5
+budget_per_hour = 2
+cooldown = "6h"
+when = { cart_abandoned = "30m" }
+
+[[campaign]]
+name = "vip_welcome"
+priority = 10
+control_fraction = 0.3
+budget_per_hour = 1
+when = { tier_reached = 4 }
+"#;
+
 fn join(
     kafka: &KafkaConfig,
     topics: &tierflow_pipeline::TopicsConfig,
     store: &RedisStore,
+    campaigns: &Campaigns,
     config: &PipelineConfig,
 ) -> Result<Member> {
     let health = Health::new();
@@ -43,7 +80,7 @@ fn join(
         store: store.clone(),
         model: model()?,
         health: Arc::clone(&health),
-        campaigns: None,
+        campaigns: Some(campaigns.clone()),
     };
     Ok(Member {
         health,
@@ -86,11 +123,17 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
             anyhow::Ok(())
         })
     };
-    let store = RedisStore::connect(RedisConfig {
+    let redis_config = RedisConfig {
         key_prefix: unique_name("r"),
         ..RedisConfig::new(redis().url())
-    })
-    .await?;
+    };
+    let store = RedisStore::connect(redis_config.clone()).await?;
+    let rules = Arc::new(RuleSet::parse(RULES)?);
+    // One governor per member, as separate processes would have.
+    let campaigns = |governor| Campaigns {
+        rules: Arc::clone(&rules),
+        governor: Governance::Redis(governor),
+    };
     let config = PipelineConfig {
         group_id: unique_name("group"),
         // Small batches, so a rebalance always finds batches in flight.
@@ -99,17 +142,35 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
     };
     let long = Duration::from_secs(180);
 
-    let first = join(&kafka, &topics, &store, &config)?;
+    let first = join(
+        &kafka,
+        &topics,
+        &store,
+        &campaigns(Governor::connect(redis_config.clone()).await?),
+        &config,
+    )?;
     wait_for("the first member to do a fifth", long, || {
         done(&[&first]) >= records / 5
     })
     .await?;
-    let second = join(&kafka, &topics, &store, &config)?;
+    let second = join(
+        &kafka,
+        &topics,
+        &store,
+        &campaigns(Governor::connect(redis_config.clone()).await?),
+        &config,
+    )?;
     wait_for("the second member to get partitions", long, || {
         second.health.records() > 0
     })
     .await?;
-    let third = join(&kafka, &topics, &store, &config)?;
+    let third = join(
+        &kafka,
+        &topics,
+        &store,
+        &campaigns(Governor::connect(redis_config.clone()).await?),
+        &config,
+    )?;
     wait_for("the third member to get partitions", long, || {
         third.health.records() > 0
     })
@@ -138,7 +199,7 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
     let observed = observe(&kafka, &topics, &config.group_id, records).await?;
     let scorer = Scorer::new(&Artifact::embedded_default()?, &Device::flex())?;
     let sources: Vec<_> = observed.input.iter().map(Read::source).collect();
-    let expected = offline::replay(&scorer, &config, &sources)?;
+    let expected = offline::replay_with(&scorer, &config, Some(&rules), &sources)?;
     let scored: u64 = summaries.iter().map(|s| s.counts.scored).sum();
     ensure!(
         scored == expected.scored,
@@ -146,5 +207,65 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
         expected.scored
     );
     // Strict: no output twice, state and committed offsets exactly the replay's.
-    check(&observed, &expected, &store, scorer.version(), false).await
+    check(&observed, &expected, &store, scorer.version(), false).await?;
+    limits_hold(&observed.triggered, &rules)
+}
+
+/// Budgets, daily caps and cooldowns held across the members: which trigger got the last
+/// slot depends on timing, but no limit was ever exceeded, and the budgets did bind.
+fn limits_hold(sent: &[CampaignTriggered], rules: &RuleSet) -> Result<()> {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    let mut per_hour: BTreeMap<(&str, i64), u32> = BTreeMap::new();
+    let mut per_day: BTreeMap<(&str, i64), u32> = BTreeMap::new();
+    let mut times: BTreeMap<(&str, &str), Vec<i64>> = BTreeMap::new();
+    let mut keys = BTreeSet::new();
+    for t in sent {
+        ensure!(
+            keys.insert(&t.idempotency_key),
+            "{} sent twice",
+            t.idempotency_key
+        );
+        let at = t.event_time.unix_millis();
+        *per_hour
+            .entry((&t.campaign, at.div_euclid(HOUR)))
+            .or_default() += 1;
+        *per_day.entry((&t.user_id, at.div_euclid(DAY))).or_default() += 1;
+        times.entry((&t.user_id, &t.campaign)).or_default().push(at);
+    }
+    ensure!(!sent.is_empty(), "nothing was sent");
+    let mut at_budget = 0;
+    for ((campaign, hour), n) in &per_hour {
+        let budget = rules
+            .campaign(campaign)
+            .and_then(|c| c.budget_per_hour)
+            .unwrap_or(u32::MAX);
+        ensure!(
+            *n <= budget,
+            "{campaign} sent {n} in hour {hour}, budget {budget}"
+        );
+        at_budget += usize::from(*n == budget);
+    }
+    ensure!(
+        at_budget > 0,
+        "no budget ever bound: the test proves nothing about budgets"
+    );
+    for ((user, day), n) in &per_day {
+        ensure!(
+            *n <= rules.limits.daily_cap,
+            "{user} got {n} sends on day {day}, cap {}",
+            rules.limits.daily_cap
+        );
+    }
+    for ((user, campaign), at) in &mut times {
+        at.sort_unstable();
+        let cooldown = rules.campaign(campaign).map_or(0, |c| c.cooldown_ms);
+        for pair in at.windows(2) {
+            ensure!(
+                pair[1] - pair[0] >= cooldown,
+                "{user} got {campaign} twice within {cooldown} ms"
+            );
+        }
+    }
+    Ok(())
 }
