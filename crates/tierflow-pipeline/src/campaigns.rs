@@ -4,7 +4,12 @@
 //! (offline: in memory), and the records campaign engines read are built here.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
 use tierflow_events::{CampaignTriggered, EventTime, Scores, Tier};
@@ -12,11 +17,105 @@ use tierflow_features::UserState;
 use tierflow_rules::{Candidate, Decision, GovernContext, Ledger, RuleSet, RuleState, Verdict};
 use tierflow_store::{GovernCandidate, GovernRequest, GovernVerdict, Governor};
 
-/// The campaign layer of one pipeline: the rules and the governance that enforces them.
+/// The campaign layer of one pipeline: the rules (swappable while running) and the
+/// governance that enforces them.
 #[derive(Debug, Clone)]
 pub struct Campaigns {
-    pub rules: Arc<RuleSet>,
+    rules: Arc<ArcSwap<RuleSet>>,
     pub governor: Governance,
+}
+
+impl Campaigns {
+    pub fn new(rules: RuleSet, governor: Governance) -> Self {
+        Self {
+            rules: Arc::new(ArcSwap::from_pointee(rules)),
+            governor,
+        }
+    }
+
+    /// The rules now; a batch uses one snapshot from its first update to its governance.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    /// Reads `path` again and swaps the rules in if they changed. A file that does not read,
+    /// parse or fit the model (`tiers`) is refused with the reason, keeping the rules in use.
+    pub fn reload(&self, path: &Path, tiers: usize) -> Result<bool, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let rules =
+            RuleSet::parse_named(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+        if usize::from(rules.tier_count) != tiers {
+            return Err(format!(
+                "{}: tier_count = {} but the model scores {tiers} tiers",
+                path.display(),
+                rules.tier_count
+            ));
+        }
+        if *self.rules.load_full() == rules {
+            return Ok(false);
+        }
+        tracing::info!(rules = %path.display(), campaigns = rules.campaigns.len(), "campaign rules reloaded");
+        self.rules.store(Arc::new(rules));
+        Ok(true)
+    }
+
+    /// Polls `path` every `interval` on a thread of its own until the watcher is dropped;
+    /// a bad file is logged and counted, and the rules in use stay.
+    pub fn watch(&self, path: PathBuf, tiers: usize, interval: Duration) -> RulesWatcher {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let campaigns = self.clone();
+        let polls = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&polls);
+        let thread = std::thread::Builder::new()
+            .name("rules-reload".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    let outcome = match campaigns.reload(&path, tiers) {
+                        Ok(true) => "reloaded",
+                        Ok(false) => "unchanged",
+                        Err(reason) => {
+                            tracing::warn!(%reason, "campaign rules not reloaded; keeping the rules in use");
+                            "refused"
+                        }
+                    };
+                    metrics::counter!(crate::telemetry::RULES_RELOADS, "outcome" => outcome)
+                        .increment(1);
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the rules reload thread; rules will not hot-reload"))
+            .ok();
+        RulesWatcher {
+            stop: Some(stop),
+            thread,
+            polls,
+        }
+    }
+}
+
+/// Stops the rules reload thread when dropped.
+#[derive(Debug)]
+pub struct RulesWatcher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    polls: Arc<AtomicU64>,
+}
+
+impl RulesWatcher {
+    /// Polls completed so far.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RulesWatcher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Where cooldowns, caps, budgets and recorded verdicts live.
@@ -197,5 +296,72 @@ pub fn triggered(fired: &Fired, model_version: &str, now: EventTime) -> Campaign
         event_time: c.fired_at,
         expires_at: c.expires_at,
         processing_time: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(campaigns: &[&str]) -> String {
+        let mut text = String::from("tier_count = 5\n");
+        for (i, name) in campaigns.iter().enumerate() {
+            text.push_str(&format!(
+                "[[campaign]]\nname = \"{name}\"\npriority = {i}\nwhen = {{ first_purchase = true }}\n"
+            ));
+        }
+        text
+    }
+
+    fn wait(what: &str, mut done: impl FnMut() -> bool) {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_changed_file_is_swapped_in_and_a_bad_one_keeps_the_rules_in_use() {
+        let path = std::env::temp_dir().join(format!("tierflow-rules-{}.toml", std::process::id()));
+        std::fs::write(&path, file(&["a"])).unwrap();
+        let rules = RuleSet::parse(&file(&["a"])).unwrap();
+        let campaigns = Campaigns::new(rules, Governance::Memory(Arc::default()));
+
+        // Unchanged, then changed, then refused for each kind of problem.
+        assert_eq!(campaigns.reload(&path, 5), Ok(false));
+        std::fs::write(&path, file(&["a", "b"])).unwrap();
+        assert_eq!(campaigns.reload(&path, 5), Ok(true));
+        assert_eq!(campaigns.rules().campaigns.len(), 2);
+        assert!(
+            campaigns
+                .reload(&path, 4)
+                .unwrap_err()
+                .contains("model scores 4 tiers")
+        );
+        std::fs::write(
+            &path,
+            "tier_count = 5\n[[campaign]]\nname = \"x\"\nwhen = { nope = 1 }\n",
+        )
+        .unwrap();
+        let refused = campaigns.reload(&path, 5).unwrap_err();
+        assert!(refused.contains(":4:"), "{refused}");
+        assert_eq!(campaigns.rules().campaigns.len(), 2);
+
+        // The watcher picks up a change by itself, and survives a bad file.
+        let watcher = campaigns.watch(path.clone(), 5, Duration::from_millis(5));
+        std::fs::write(&path, file(&["a", "b", "c"])).unwrap();
+        wait("the watcher to swap the rules", || {
+            campaigns.rules().campaigns.len() == 3
+        });
+        std::fs::write(&path, "not toml at all [").unwrap();
+        let seen = watcher.polls();
+        wait("two more polls", || watcher.polls() >= seen + 2);
+        assert_eq!(campaigns.rules().campaigns.len(), 3);
+        drop(watcher);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -15,7 +15,7 @@ pub mod process;
 pub mod run;
 pub mod telemetry;
 
-pub use campaigns::{Campaigns, Fired, Governance, Outcome};
+pub use campaigns::{Campaigns, Fired, Governance, Outcome, RulesWatcher};
 pub use config::{PipelineConfig, TopicsConfig};
 pub use policy::{Decision, TierPolicy};
 pub use process::{BatchCounts, Input, Processed, Rejected, process, tier_change_key, users_of};

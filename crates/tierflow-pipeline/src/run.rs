@@ -32,6 +32,7 @@ use tierflow_events::{
 };
 use tierflow_features::UserState;
 use tierflow_model::{ModelHandle, ScoreError};
+use tierflow_rules::RuleSet;
 use tierflow_store::Loaded;
 use tierflow_store::{StateStore, StoreError, Versioned};
 use tierflow_stream::{
@@ -692,12 +693,21 @@ impl<S: StateStore + 'static> Pipeline<S> {
         // Apply, score, decide.
         let t = Instant::now();
         let scorer = self.model.current();
-        let rules = self.campaigns.as_ref().map(|c| c.rules.as_ref());
-        let processed = process::process(&scorer, &self.config, rules, &inputs, loaded, now)?;
+        let rules = self.campaigns.as_ref().map(Campaigns::rules);
+        let processed = process::process(
+            &scorer,
+            &self.config,
+            rules.as_deref(),
+            &inputs,
+            loaded,
+            now,
+        )?;
         metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
         metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
             .record(t.elapsed().as_secs_f64());
-        let triggers = self.govern(&processed, now, shutdown).await?;
+        let triggers = self
+            .govern(&processed, rules.as_deref(), now, shutdown)
+            .await?;
         for rejected in &processed.rejected {
             let received = &batch[input_source[rejected.input]];
             let reason = match rejected.class {
@@ -901,11 +911,12 @@ impl<S: StateStore> Pipeline<S> {
     async fn govern(
         &self,
         processed: &Processed,
+        rules: Option<&RuleSet>,
         now: EventTime,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Triggers, PipelineError> {
         let mut triggers = Triggers::default();
-        let Some(campaigns) = &self.campaigns else {
+        let (Some(campaigns), Some(rules)) = (&self.campaigns, rules) else {
             return Ok(triggers);
         };
         if processed.fired.is_empty() {
@@ -920,14 +931,14 @@ impl<S: StateStore> Pipeline<S> {
             let live: Vec<&Fired> = fired
                 .iter()
                 .copied()
-                .filter(|f| campaigns.rules.campaign(&f.candidate.campaign).is_some())
+                .filter(|f| rules.campaign(&f.candidate.campaign).is_some())
                 .collect();
             let retired = fired.len() - live.len();
             if retired > 0 {
                 metrics::counter!(telemetry::CAMPAIGN_DECISIONS, "campaign" => "retired", "outcome" => "retired")
                     .increment(retired as u64);
             }
-            if let Some(request) = campaigns::govern_request(&campaigns.rules, &live) {
+            if let Some(request) = campaigns::govern_request(rules, &live) {
                 requests.push(request);
                 asked.push(live);
             }
@@ -952,7 +963,7 @@ impl<S: StateStore> Pipeline<S> {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 asked
                     .iter()
-                    .map(|fired| campaigns::govern_offline(&campaigns.rules, &mut ledger, fired))
+                    .map(|fired| campaigns::govern_offline(rules, &mut ledger, fired))
                     .collect()
             }
         };
@@ -1210,10 +1221,19 @@ impl<S: StateStore> Pipeline<S> {
 
             let t = Instant::now();
             let scorer = self.model.current();
-            let rules = self.campaigns.as_ref().map(|c| c.rules.as_ref());
-            let processed = process::process(&scorer, &self.config, rules, &inputs, loaded, now)?;
+            let rules = self.campaigns.as_ref().map(Campaigns::rules);
+            let processed = process::process(
+                &scorer,
+                &self.config,
+                rules.as_deref(),
+                &inputs,
+                loaded,
+                now,
+            )?;
             metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
-            let triggers = self.govern(&processed, now, shutdown).await?;
+            let triggers = self
+                .govern(&processed, rules.as_deref(), now, shutdown)
+                .await?;
             let mut letters = decode_letters.clone();
             for rejected in &processed.rejected {
                 letters.push(dead_letter(

@@ -51,6 +51,8 @@ pub const CAMPAIGN_DECISIONS: &str = "tierflow_campaign_decisions_total";
 /// Errors the consumer reported (broker unreachable, fetch failures); logged at most every
 /// 10 s.
 pub const CONSUMER_ERRORS: &str = "tierflow_consumer_errors_total";
+/// Polls of the rules file, label `outcome`: reloaded, unchanged, refused.
+pub const RULES_RELOADS: &str = "tierflow_rules_reloads_total";
 /// Offset commits that failed (the batch will be replayed, idempotently), label `reason`.
 pub const COMMIT_FAILURES: &str = "tierflow_commit_failures_total";
 /// Partitions assigned to this process.
@@ -83,6 +85,7 @@ pub const ALL: &[&str] = &[
     STALLED,
     CAMPAIGN_DECISIONS,
     CONSUMER_ERRORS,
+    RULES_RELOADS,
     COMMIT_FAILURES,
     ASSIGNED_PARTITIONS,
     MODEL_INFO,
@@ -111,6 +114,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 fn describe() {
     describe_counter!(EVENTS_IN, "Records consumed from the input topics");
     describe_counter!(CONSUMER_ERRORS, "Errors the consumer reported");
+    describe_counter!(
+        RULES_RELOADS,
+        "Polls of the campaign rules file, by outcome"
+    );
     describe_counter!(
         CAMPAIGN_DECISIONS,
         "Campaign rules that fired, by campaign and governance outcome"

@@ -118,10 +118,10 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
     };
     let store = RedisStore::connect(redis_config.clone()).await?;
     let rules = Arc::new(RuleSet::parse(RULES)?);
-    let campaigns = Campaigns {
-        rules: Arc::clone(&rules),
-        governor: Governance::Redis(Governor::connect(redis_config).await?),
-    };
+    let campaigns = Campaigns::new(
+        (*rules).clone(),
+        Governance::Redis(Governor::connect(redis_config).await?),
+    );
     let config = PipelineConfig {
         group_id: unique_name("group"),
         // Small batches: many batches, users spread over several of them.

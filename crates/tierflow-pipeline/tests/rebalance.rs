@@ -130,10 +130,7 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
     let store = RedisStore::connect(redis_config.clone()).await?;
     let rules = Arc::new(RuleSet::parse(RULES)?);
     // One governor per member, as separate processes would have.
-    let campaigns = |governor| Campaigns {
-        rules: Arc::clone(&rules),
-        governor: Governance::Redis(governor),
-    };
+    let campaigns = |governor| Campaigns::new((*rules).clone(), Governance::Redis(governor));
     let config = PipelineConfig {
         group_id: unique_name("group"),
         // Small batches, so a rebalance always finds batches in flight.

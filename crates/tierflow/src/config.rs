@@ -27,10 +27,22 @@ pub(crate) struct Config {
 
 /// Campaign triggers: the rules file (see `deploy/rules.toml`). Without one, `run` publishes
 /// no campaign triggers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CampaignsSection {
     pub(crate) rules: Option<std::path::PathBuf>,
+    /// How often `run` reads the rules file again and swaps changed rules in (0 = never).
+    /// A file that does not parse is logged and the rules in use stay.
+    pub(crate) reload_interval_secs: u64,
+}
+
+impl Default for CampaignsSection {
+    fn default() -> Self {
+        Self {
+            rules: None,
+            reload_interval_secs: 10,
+        }
+    }
 }
 
 /// The HTTP endpoints of `tierflow run`: `/metrics`, `/healthz`, `/readyz`.

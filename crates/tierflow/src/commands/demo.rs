@@ -81,10 +81,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             rules.tier_count
         );
     }
-    let campaigns = Campaigns {
-        rules: Arc::new(rules),
-        governor: Governance::Memory(Arc::new(Mutex::new(Ledger::default()))),
-    };
+    let campaigns = Campaigns::new(
+        rules,
+        Governance::Memory(Arc::new(Mutex::new(Ledger::default()))),
+    );
     let store = Arc::new(MemoryStore::new());
     {
         let mut out = std::io::stdout().lock();
@@ -101,7 +101,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             topics.clickstream,
             args.partitions,
             model.version(),
-            campaigns.rules.campaigns.len(),
+            campaigns.rules().campaigns.len(),
         )?;
     }
 

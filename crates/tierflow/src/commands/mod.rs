@@ -98,10 +98,10 @@ pub(crate) async fn open_campaigns(
         .await
         .context("connecting the campaign governor to Redis")?;
     tracing::info!(rules = %path.display(), campaigns = rules.campaigns.len(), "campaign rules loaded");
-    Ok(Some(tierflow_pipeline::Campaigns {
-        rules: std::sync::Arc::new(rules),
-        governor: tierflow_pipeline::Governance::Redis(governor),
-    }))
+    Ok(Some(tierflow_pipeline::Campaigns::new(
+        rules,
+        tierflow_pipeline::Governance::Redis(governor),
+    )))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -59,6 +59,16 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         .context("connecting to Redis")?;
 
     let campaigns = super::open_campaigns(&config, &config.redis, model.current().tiers()).await?;
+    let _rules_watcher = match (&campaigns, &config.campaigns.rules) {
+        (Some(campaigns), Some(path)) if config.campaigns.reload_interval_secs > 0 => {
+            Some(campaigns.watch(
+                path.clone(),
+                model.current().tiers(),
+                Duration::from_secs(config.campaigns.reload_interval_secs),
+            ))
+        }
+        _ => None,
+    };
     let (_stop, shutdown, signals) = shutdown_on_signals();
     tokio::spawn(signals);
     let pipeline = Pipeline {
