@@ -8,7 +8,7 @@
 mod pipeline_common;
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,10 +26,6 @@ use tierflow_store::{RedisConfig, RedisStore};
 use tierflow_stream::consume::committed_offsets;
 use tierflow_stream::{KafkaConfig, ensure_topics};
 use tierflow_testkit::{broker, redis, unique_name};
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// A plain HTTP/1.1 GET: (status, body).
 fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
@@ -55,7 +51,6 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 
 struct Setup {
     config_file: tempfile::NamedTempFile,
-    port: u16,
     group: String,
     key_prefix: String,
     log_dir: tempfile::TempDir,
@@ -72,7 +67,6 @@ fn write_config(
     redis_url: &str,
     batch: usize,
 ) -> Result<Setup> {
-    let port = free_port()?;
     let group = unique_name("group");
     let key_prefix = unique_name("crash");
     let mut file = tempfile::NamedTempFile::new()?;
@@ -102,7 +96,7 @@ group_id = "{group}"
 batch_max_events = {batch}
 
 [http]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 
 [campaigns]
 rules = "{rules}"
@@ -118,7 +112,6 @@ rules = "{rules}"
     )?;
     Ok(Setup {
         config_file: file,
-        port,
         group,
         key_prefix,
         log_dir: tempfile::tempdir()?,
@@ -147,15 +140,28 @@ fn log_tail(dir: &Path, attempt: usize) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Waits until `/readyz` answers 200 (the member joined its group).
-fn wait_ready(setup: &Setup, child: &mut Child, timeout: Duration) -> Result<()> {
+/// The HTTP port run `attempt` logged it listens on (`http.listen` port 0: a port fixed for
+/// all restarts could be taken by another test between a kill and the next start).
+fn logged_port(setup: &Setup, attempt: usize) -> Option<u16> {
+    let text =
+        std::fs::read_to_string(setup.log_dir.path().join(format!("run-{attempt}.log"))).ok()?;
+    let line = text.lines().find(|l| l.contains("serving /metrics"))?;
+    let after = line.split("127.0.0.1:").nth(1)?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Waits until `/readyz` answers 200 (the member joined its group); returns the HTTP port.
+fn wait_ready(setup: &Setup, child: &mut Child, attempt: usize, timeout: Duration) -> Result<u16> {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
             bail!("tierflow run exited early with {status}");
         }
-        if matches!(http_get(setup.port, "/readyz"), Ok((200, _))) {
-            return Ok(());
+        if let Some(port) = logged_port(setup, attempt)
+            && matches!(http_get(port, "/readyz"), Ok((200, _)))
+        {
+            return Ok(port);
         }
         ensure!(started.elapsed() < timeout, "not ready after {timeout:?}");
         std::thread::sleep(Duration::from_millis(100));
@@ -191,10 +197,10 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
     let finished = loop {
         attempt += 1;
         let mut child = spawn(&setup, attempt)?;
-        wait_ready(&setup, &mut child, Duration::from_secs(60))
+        let port = wait_ready(&setup, &mut child, attempt, Duration::from_secs(60))
             .with_context(|| log_tail(setup.log_dir.path(), attempt))?;
         if kills >= 8 {
-            break child;
+            break (child, port);
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
         child.kill()?;
@@ -208,12 +214,13 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
         if done >= head_records as i64 {
             // Finished before the kill: one more run must find nothing to do.
             let mut child = spawn(&setup, attempt + 1)?;
-            wait_ready(&setup, &mut child, Duration::from_secs(60))?;
             attempt += 1;
-            break child;
+            let port = wait_ready(&setup, &mut child, attempt, Duration::from_secs(60))
+                .with_context(|| log_tail(setup.log_dir.path(), attempt))?;
+            break (child, port);
         }
     };
-    let mut child = finished;
+    let (mut child, port) = finished;
     let mid_stream = progress
         .iter()
         .filter(|d| **d < head_records as i64)
@@ -255,7 +262,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
     }
 
     // Metrics are served and name every stage; no user id in any label.
-    let (status, metrics) = http_get(setup.port, "/metrics")?;
+    let (status, metrics) = http_get(port, "/metrics")?;
     ensure!(status == 200, "/metrics answered {status}");
     for name in [
         telemetry::EVENTS_IN,
@@ -274,7 +281,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
         !metrics.contains("u000"),
         "a user id leaked into the metrics"
     );
-    ensure!(http_get(setup.port, "/healthz")?.0 == 200);
+    ensure!(http_get(port, "/healthz")?.0 == 200);
 
     // SIGTERM: finish, commit, exit 0.
     let status = Command::new("kill")
