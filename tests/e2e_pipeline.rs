@@ -181,10 +181,23 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
     let kafka = test_kafka(broker().bootstrap_servers());
     let topics = topics(3);
     ensure_topics(&kafka, &topics.specs()).await?;
-    // Most of the stream now; the rest after the kills, so the last run has work too.
+    // Most of the stream while the kills happen — paced, so the pipeline (faster than the
+    // stream) is killed mid-stream, not after it caught up; the rest after the kills, so
+    // the last run has work too.
     let stream = generated(&synthetic(400, 20, 11));
     let (head, tail) = stream.split_at(stream.len() * 9 / 10);
-    let head_records = produce_records(&kafka, &topics.clickstream, head).await?;
+    let (head, tail) = (head.to_vec(), tail.to_vec());
+    let head_records = head.len() as u64;
+    let feeding = {
+        let (kafka, topic) = (kafka.clone(), topics.clickstream.clone());
+        tokio::spawn(async move {
+            for chunk in head.chunks(1_000) {
+                produce_records(&kafka, &topic, chunk).await?;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
     let records = stream.len() as u64;
     let setup = write_config(&kafka, &topics, &redis().url(), 200)?;
 
@@ -233,7 +246,8 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
         progress.iter().any(|d| *d > 0 && *d < head_records as i64),
         "no kill landed mid-stream: committed {progress:?} of {head_records}"
     );
-    produce_records(&kafka, &topics.clickstream, tail).await?;
+    feeding.await??;
+    produce_records(&kafka, &topics.clickstream, &tail).await?;
     let input = pipeline_common::read_all(
         &kafka,
         &topics.clickstream,
