@@ -691,23 +691,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
         drop(users);
 
         // Apply, score, decide.
-        let t = Instant::now();
-        let scorer = self.model.current();
-        let rules = self.campaigns.as_ref().map(Campaigns::rules);
-        let processed = process::process(
-            &scorer,
-            &self.config,
-            rules.as_deref(),
-            &inputs,
-            loaded,
-            now,
-        )?;
-        metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
-        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
-            .record(t.elapsed().as_secs_f64());
-        let triggers = self
-            .govern(&processed, rules.as_deref(), now, shutdown)
-            .await?;
+        let (processed, triggers) = self.decide(&inputs, loaded, now, shutdown).await?;
         for rejected in &processed.rejected {
             let received = &batch[input_source[rejected.input]];
             let reason = match rejected.class {
@@ -905,6 +889,29 @@ async fn watch_slow<T>(
 }
 
 impl<S: StateStore> Pipeline<S> {
+    /// Applies, scores and runs the tier policy and the campaign rules (one snapshot of the
+    /// rules for the whole batch), then governance: what both delivery modes do per batch.
+    async fn decide(
+        &self,
+        inputs: &[Input],
+        loaded: Vec<Loaded>,
+        now: EventTime,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(Processed, Triggers), PipelineError> {
+        let t = Instant::now();
+        let scorer = self.model.current();
+        let rules = self.campaigns.as_ref().map(Campaigns::rules);
+        let processed =
+            process::process(&scorer, &self.config, rules.as_deref(), inputs, loaded, now)?;
+        metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
+            .record(t.elapsed().as_secs_f64());
+        let triggers = self
+            .govern(&processed, rules.as_deref(), now, shutdown)
+            .await?;
+        Ok((processed, triggers))
+    }
+
     /// Governance for the rules that fired in a batch (one Redis round trip, retried like
     /// any stage): the records to publish on `campaign_triggered` and on the control topic.
     /// A replay gets the earlier verdicts back by idempotency key, so it publishes the same.
@@ -1219,21 +1226,7 @@ impl<S: StateStore> Pipeline<S> {
                     .filter_map(|(user, l)| l.as_ref().ok().map(|s| (*user, s.clone())))
                     .collect();
 
-            let t = Instant::now();
-            let scorer = self.model.current();
-            let rules = self.campaigns.as_ref().map(Campaigns::rules);
-            let processed = process::process(
-                &scorer,
-                &self.config,
-                rules.as_deref(),
-                &inputs,
-                loaded,
-                now,
-            )?;
-            metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
-            let triggers = self
-                .govern(&processed, rules.as_deref(), now, shutdown)
-                .await?;
+            let (processed, triggers) = self.decide(&inputs, loaded, now, shutdown).await?;
             let mut letters = decode_letters.clone();
             for rejected in &processed.rejected {
                 letters.push(dead_letter(

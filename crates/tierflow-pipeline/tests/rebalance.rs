@@ -64,15 +64,17 @@ budget_per_hour = 1
 when = { tier_reached = 4 }
 "#;
 
-fn join(
+/// A new member with its own governor connection, as a separate process would have.
+async fn join(
     kafka: &KafkaConfig,
     topics: &tierflow_pipeline::TopicsConfig,
     store: &RedisStore,
-    campaigns: &Campaigns,
+    rules: &RuleSet,
     config: &PipelineConfig,
 ) -> Result<Member> {
     let health = Health::new();
     let (stop, shutdown) = watch::channel(false);
+    let governor = Governor::connect(store.config().clone()).await?;
     let pipeline = Pipeline {
         config: config.clone(),
         kafka: kafka.clone(),
@@ -80,7 +82,7 @@ fn join(
         store: store.clone(),
         model: model()?,
         health: Arc::clone(&health),
-        campaigns: Some(campaigns.clone()),
+        campaigns: Some(Campaigns::new(rules.clone(), Governance::Redis(governor))),
     };
     Ok(Member {
         health,
@@ -127,10 +129,8 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
         key_prefix: unique_name("r"),
         ..RedisConfig::new(redis().url())
     };
-    let store = RedisStore::connect(redis_config.clone()).await?;
-    let rules = Arc::new(RuleSet::parse(RULES)?);
-    // One governor per member, as separate processes would have.
-    let campaigns = |governor| Campaigns::new((*rules).clone(), Governance::Redis(governor));
+    let store = RedisStore::connect(redis_config).await?;
+    let rules = RuleSet::parse(RULES)?;
     let config = PipelineConfig {
         group_id: unique_name("group"),
         // Small batches, so a rebalance always finds batches in flight.
@@ -139,35 +139,17 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
     };
     let long = Duration::from_secs(180);
 
-    let first = join(
-        &kafka,
-        &topics,
-        &store,
-        &campaigns(Governor::connect(redis_config.clone()).await?),
-        &config,
-    )?;
+    let first = join(&kafka, &topics, &store, &rules, &config).await?;
     wait_for("the first member to do a fifth", long, || {
         done(&[&first]) >= records / 5
     })
     .await?;
-    let second = join(
-        &kafka,
-        &topics,
-        &store,
-        &campaigns(Governor::connect(redis_config.clone()).await?),
-        &config,
-    )?;
+    let second = join(&kafka, &topics, &store, &rules, &config).await?;
     wait_for("the second member to get partitions", long, || {
         second.health.records() > 0
     })
     .await?;
-    let third = join(
-        &kafka,
-        &topics,
-        &store,
-        &campaigns(Governor::connect(redis_config.clone()).await?),
-        &config,
-    )?;
+    let third = join(&kafka, &topics, &store, &rules, &config).await?;
     wait_for("the third member to get partitions", long, || {
         third.health.records() > 0
     })
