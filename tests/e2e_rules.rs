@@ -115,7 +115,8 @@ fn check_accepts_the_deployed_rules_and_lists_every_campaign() -> Result<()> {
             "1d",
             "0.1",
             "unlimited",
-            "6h"
+            "6h",
+            "1d"
         ],
         "{cart:?}"
     );

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use crate::click::ClickEvent;
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::output::{
-    CampaignTriggered, DeadLetter, OUTPUT_SCHEMA_VERSION, Scores, TierChanged, UserScore,
+    CampaignOutcome, CampaignTriggered, DeadLetter, OUTPUT_SCHEMA_VERSION, Scores, TierChanged,
+    UserScore,
 };
 
 /// Kafka header naming the value's encoding (`json` or `bincode`).
@@ -65,15 +66,17 @@ pub enum Contract {
     CampaignTriggered,
     UserScore,
     DeadLetter,
+    CampaignOutcome,
 }
 
 impl Contract {
-    pub const ALL: [Contract; 5] = [
+    pub const ALL: [Contract; 6] = [
         Self::Clickstream,
         Self::TierChanged,
         Self::CampaignTriggered,
         Self::UserScore,
         Self::DeadLetter,
+        Self::CampaignOutcome,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -83,6 +86,7 @@ impl Contract {
             Self::CampaignTriggered => "campaign_triggered",
             Self::UserScore => "user_score",
             Self::DeadLetter => "dead_letter",
+            Self::CampaignOutcome => "campaign_outcome",
         }
     }
 
@@ -176,6 +180,48 @@ impl OutputRecord for UserScore {
     fn check(&self) -> Result<(), DecodeError> {
         check_version(self.schema_version)?;
         self.scores.check()
+    }
+}
+
+impl OutputRecord for CampaignOutcome {
+    const CONTRACT: Contract = Contract::CampaignOutcome;
+    fn check(&self) -> Result<(), DecodeError> {
+        check_version(self.schema_version)?;
+        if !self.revenue.is_finite() || self.revenue < 0.0 {
+            return Err(DecodeError::invalid(
+                "revenue",
+                format!("must be ≥ 0, got {}", self.revenue),
+            ));
+        }
+        let delay = self
+            .purchased_at
+            .unix_millis()
+            .checked_sub(self.fired_at.unix_millis());
+        if self.delay_ms < 1 {
+            return Err(DecodeError::invalid(
+                "delay_ms",
+                format!("must be ≥ 1, got {}", self.delay_ms),
+            ));
+        }
+        if delay != Some(self.delay_ms) {
+            return Err(DecodeError::invalid(
+                "delay_ms",
+                format!(
+                    "must equal purchased_at − fired_at ({} ms), got {}",
+                    delay.map_or_else(|| "overflow".to_owned(), |d| d.to_string()),
+                    self.delay_ms
+                ),
+            ));
+        }
+        if let Some(currency) = &self.currency
+            && !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(DecodeError::invalid(
+                "currency",
+                format!("must be an ISO 4217 code of three capital letters, got {currency:?}"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
-//! tierflow's wire contracts: the clickstream input, the four output topics, their codecs and
-//! the precise errors a bad record earns. Knows nothing of Kafka, Redis or models.
+//! tierflow's wire contracts: the clickstream input, the output topics, their codecs and the
+//! precise errors a bad record earns. Knows nothing of Kafka, Redis or models.
 
 pub mod click;
 pub mod codec;
@@ -12,7 +12,7 @@ pub use click::{ClickEvent, EventType};
 pub use codec::{Contract, Encoding, HEADER_ENCODING, HEADER_SCHEMA, OutputRecord, decode, encode};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use output::{
-    Bytes, CampaignTriggered, DeadLetter, ErrorClass, ReasonCode, Scores, Tier, TierChanged,
-    UserScore,
+    Bytes, CampaignArm, CampaignOutcome, CampaignTriggered, DeadLetter, ErrorClass, ReasonCode,
+    Scores, Tier, TierChanged, UserScore,
 };
 pub use time::EventTime;

@@ -95,6 +95,77 @@ pub struct CampaignTriggered {
     pub processing_time: EventTime,
 }
 
+/// Which arm of a campaign's experiment a trigger belongs to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignArm {
+    /// Sent: the record is on `campaign_triggered`.
+    Treated,
+    /// Held out in the campaign's control group (`would_have_triggered`): the record is on
+    /// `campaign_control` and was never sent.
+    Control,
+}
+
+impl CampaignArm {
+    pub const ALL: [CampaignArm; 2] = [Self::Treated, Self::Control];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Treated => "treated",
+            Self::Control => "control",
+        }
+    }
+}
+
+impl std::fmt::Display for CampaignArm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A purchase attributed to a campaign trigger: the feedback that measures a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "Campaign outcome",
+    description = "A purchase attributed to a campaign trigger, sent (treated) or held out (control), made within the campaign's attribution window after it. Kafka key: user_id. Readers dedupe on idempotency_key."
+)]
+pub struct CampaignOutcome {
+    #[schemars(schema_with = "schema_version_1")]
+    pub schema_version: u32,
+    /// `co/{trigger_idempotency_key}/{purchase_event_id}`: the same on every re-run.
+    pub idempotency_key: String,
+    pub user_id: String,
+    pub campaign: String,
+    pub arm: CampaignArm,
+    /// `idempotency_key` of the `campaign_triggered` (treated) or `campaign_control` record.
+    pub trigger_idempotency_key: String,
+    /// Event time at which the trigger fired (its `event_time`).
+    pub fired_at: EventTime,
+    /// `event_id` of the attributed purchase.
+    pub purchase_event_id: String,
+    /// Event time of the purchase: after `fired_at`, at most the attribution window later.
+    pub purchased_at: EventTime,
+    /// The purchase's `revenue` (order total), in `currency`.
+    #[schemars(range(min = 0))]
+    pub revenue: f64,
+    /// The purchase's currency (ISO 4217), when the event named one.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
+    pub currency: Option<String>,
+    /// `purchased_at − fired_at` in milliseconds; always at least 1.
+    #[schemars(range(min = 1))]
+    pub delay_ms: i64,
+}
+
+impl CampaignOutcome {
+    /// The idempotency key of the outcome of `purchase_event_id` under a trigger.
+    pub fn key_for(trigger_idempotency_key: &str, purchase_event_id: &str) -> String {
+        format!("co/{trigger_idempotency_key}/{purchase_event_id}")
+    }
+}
+
 /// Latest scores of one user; the topic is compacted on `user_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::click::ClickEvent;
 use crate::codec::Contract;
-use crate::output::{CampaignTriggered, DeadLetter, TierChanged, UserScore};
+use crate::output::{CampaignOutcome, CampaignTriggered, DeadLetter, TierChanged, UserScore};
 
 /// Base of every schema's `$id`.
 pub const SCHEMA_ID_BASE: &str = "https://tierflow.dev/schemas";
@@ -20,6 +20,7 @@ pub fn schema_for(contract: Contract) -> Value {
         Contract::CampaignTriggered => generate::<CampaignTriggered>(),
         Contract::UserScore => generate::<UserScore>(),
         Contract::DeadLetter => generate::<DeadLetter>(),
+        Contract::CampaignOutcome => generate::<CampaignOutcome>(),
     };
     let object = schema.as_object_mut().expect("a root schema is an object");
     object.insert(

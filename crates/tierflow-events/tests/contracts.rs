@@ -11,7 +11,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tierflow_events::schema::{schema_for, schema_text};
 use tierflow_events::{
-    CampaignTriggered, ClickEvent, Contract, DeadLetter, Encoding, TierChanged, UserScore, decode,
+    CampaignOutcome, CampaignTriggered, ClickEvent, Contract, DeadLetter, Encoding, TierChanged,
+    UserScore, decode,
 };
 
 fn schemas_dir() -> PathBuf {
@@ -35,6 +36,7 @@ fn rust_verdict(contract: Contract, bytes: &[u8]) -> Result<(), String> {
         }
         Contract::UserScore => decode::<UserScore>(bytes, Encoding::Json).map(|_| ()),
         Contract::DeadLetter => decode::<DeadLetter>(bytes, Encoding::Json).map(|_| ()),
+        Contract::CampaignOutcome => decode::<CampaignOutcome>(bytes, Encoding::Json).map(|_| ()),
     };
     result.map_err(|e| e.reason)
 }
@@ -164,6 +166,7 @@ fn bincode_and_json_round_trip_every_valid_output() {
     round_trip::<CampaignTriggered>(Contract::CampaignTriggered);
     round_trip::<UserScore>(Contract::UserScore);
     round_trip::<DeadLetter>(Contract::DeadLetter);
+    round_trip::<CampaignOutcome>(Contract::CampaignOutcome);
 }
 
 /// A valid purchase to mutate.

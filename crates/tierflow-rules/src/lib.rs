@@ -1,5 +1,5 @@
 //! Campaign rules as pure state machines: the rules file, per-user rule state and timers,
-//! deterministic control groups, governance decisions and uplift statistics. No I/O, no
+//! deterministic control groups, governance decisions, attribution and uplift statistics. No I/O, no
 //! clock: time comes in as [`tierflow_events::EventTime`] values, so replays decide the same.
 //!
 //! # The rules file
@@ -18,6 +18,7 @@
 //! daily_cap = 3             # sends per user per event-time day (UTC), across campaigns
 //! trigger_ttl = "1d"        # a trigger's expires_at = fired_at + trigger_ttl
 //! max_simultaneous = 1      # sends per user from triggers that fire at the same instant
+//! attribution_window = "7d" # purchases this long after a trigger are attributed to it
 //!
 //! [[campaign]]
 //! name = "vip_welcome"      # 1-64 of a-z 0-9 _ -, unique
@@ -26,6 +27,7 @@
 //! budget_per_hour = 1000    # default unlimited; sends per event-time hour (UTC)
 //! cooldown = "30d"          # overrides [defaults]
 //! trigger_ttl = "2d"        # overrides [defaults]
+//! attribution_window = "1d" # overrides [defaults]
 //! when = { tier_reached = 3 }
 //! ```
 //!
@@ -62,9 +64,13 @@
 //!
 //! # Measurement
 //!
-//! [`uplift`] compares a treated and a control [`Arm`]: conversion uplift with Newcombe's
-//! interval, revenue per user with Welch's.
+//! [`attribution`] credits each purchase, per campaign, to the campaign's latest trigger
+//! (sent or held out) before it, within `attribution_window`: [`Exposures`] is the bounded
+//! per-user memory for the pipeline, [`measure`] the batch over whole streams behind
+//! `tierflow campaigns report`. [`uplift`] compares a treated and a control [`Arm`]:
+//! conversion uplift with Newcombe's interval, revenue per user with Welch's.
 
+pub mod attribution;
 mod control;
 mod error;
 mod evaluate;
@@ -72,6 +78,10 @@ mod govern;
 mod ruleset;
 mod uplift;
 
+pub use attribution::{
+    Attribution, CampaignMeasurement, Exposure, Exposures, MAX_EXPOSURES_PER_CAMPAIGN,
+    MIN_USERS_PER_ARM, Measurement, UserExposure, attribute_all, measure,
+};
 pub use control::{in_control, unit};
 pub use error::{Diagnostic, RulesError};
 pub use evaluate::{Candidate, RuleState, Timer, TimerKind, Update};
@@ -79,8 +89,8 @@ pub use govern::{
     Decision, GovernContext, Ledger, SuppressReason, Terms, Verdict, day_of, govern, hour_of,
 };
 pub use ruleset::{
-    Campaign, DEFAULT_COOLDOWN_MS, DEFAULT_DAILY_CAP, DEFAULT_MAX_SIMULTANEOUS,
-    DEFAULT_TRIGGER_TTL_MS, Limits, MAX_CAMPAIGNS, MAX_CAP, MAX_NAME_CHARS, RuleSet, Trigger,
-    format_duration,
+    Campaign, DEFAULT_ATTRIBUTION_WINDOW_MS, DEFAULT_COOLDOWN_MS, DEFAULT_DAILY_CAP,
+    DEFAULT_MAX_SIMULTANEOUS, DEFAULT_TRIGGER_TTL_MS, Limits, MAX_CAMPAIGNS, MAX_CAP,
+    MAX_NAME_CHARS, RuleSet, Trigger, format_duration,
 };
 pub use uplift::{Arm, Interval, Uplift, Z_95, student_t_cdf, student_t_quantile, uplift, wilson};

@@ -24,6 +24,7 @@ pub const DEFAULT_COOLDOWN_MS: i64 = EventTime::MILLIS_PER_DAY;
 pub const DEFAULT_DAILY_CAP: u32 = 3;
 pub const DEFAULT_TRIGGER_TTL_MS: i64 = EventTime::MILLIS_PER_DAY;
 pub const DEFAULT_MAX_SIMULTANEOUS: u32 = 1;
+pub const DEFAULT_ATTRIBUTION_WINDOW_MS: i64 = 7 * EventTime::MILLIS_PER_DAY;
 
 /// A validated rules file. Campaigns keep file order; names are unique.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +32,9 @@ pub struct RuleSet {
     /// How many value tiers the model has (tiers are `0..tier_count`).
     pub tier_count: u8,
     pub limits: Limits,
+    /// `[defaults] attribution_window`: the window of campaigns that do not set their own, and
+    /// of campaigns no longer in the file whose triggers are still being measured.
+    pub attribution_window_ms: i64,
     pub campaigns: Vec<Campaign>,
 }
 
@@ -58,6 +62,9 @@ pub struct Campaign {
     pub cooldown_ms: i64,
     /// A trigger expires this long after it fired.
     pub trigger_ttl_ms: i64,
+    /// Purchases in `(fired_at, fired_at + attribution_window_ms]` are attributed to a trigger
+    /// (see [`crate::attribution`]).
+    pub attribution_window_ms: i64,
     pub trigger: Trigger,
 }
 
@@ -153,6 +160,13 @@ impl RuleSet {
     pub fn campaign(&self, name: &str) -> Option<&Campaign> {
         self.campaigns.iter().find(|c| c.name == name)
     }
+
+    /// The attribution window of `campaign`: its own, or `[defaults]`' for a campaign that is
+    /// not (or no longer) in the file.
+    pub fn attribution_window_ms(&self, campaign: &str) -> i64 {
+        self.campaign(campaign)
+            .map_or(self.attribution_window_ms, |c| c.attribution_window_ms)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,6 +190,7 @@ struct RawDefaults {
     daily_cap: Option<Spanned<i64>>,
     trigger_ttl: Option<Spanned<String>>,
     max_simultaneous: Option<Spanned<i64>>,
+    attribution_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +202,7 @@ struct RawCampaign {
     budget_per_hour: Option<Spanned<i64>>,
     cooldown: Option<Spanned<String>>,
     trigger_ttl: Option<Spanned<String>>,
+    attribution_window: Option<Spanned<String>>,
     when: Spanned<RawWhen>,
 }
 
@@ -225,6 +241,11 @@ impl RawFile {
             .as_ref()
             .and_then(|v| duration_at_least(d, "trigger_ttl", v, 1))
             .unwrap_or(DEFAULT_TRIGGER_TTL_MS);
+        let attribution_window_ms = defaults
+            .attribution_window
+            .as_ref()
+            .and_then(|v| duration_at_least(d, "attribution_window", v, 1))
+            .unwrap_or(DEFAULT_ATTRIBUTION_WINDOW_MS);
         let limits = Limits {
             daily_cap: defaults
                 .daily_cap
@@ -291,10 +312,24 @@ impl RawFile {
             let campaign_ttl_ms = raw.trigger_ttl.as_ref().map_or(Some(trigger_ttl_ms), |v| {
                 duration_at_least(d, "trigger_ttl", v, 1)
             });
+            let campaign_window_ms = raw
+                .attribution_window
+                .as_ref()
+                .map_or(Some(attribution_window_ms), |v| {
+                    duration_at_least(d, "attribution_window", v, 1)
+                });
             let trigger = check_when(d, &name, raw.when, tier_count);
-            if let (Some(trigger), Some(cooldown_ms), Some(trigger_ttl_ms)) =
-                (trigger, campaign_cooldown_ms, campaign_ttl_ms)
-            {
+            if let (
+                Some(trigger),
+                Some(cooldown_ms),
+                Some(trigger_ttl_ms),
+                Some(attribution_window_ms),
+            ) = (
+                trigger,
+                campaign_cooldown_ms,
+                campaign_ttl_ms,
+                campaign_window_ms,
+            ) {
                 campaigns.push(Campaign {
                     name,
                     priority,
@@ -302,6 +337,7 @@ impl RawFile {
                     budget_per_hour,
                     cooldown_ms,
                     trigger_ttl_ms,
+                    attribution_window_ms,
                     trigger,
                 });
             }
@@ -309,6 +345,7 @@ impl RawFile {
         RuleSet {
             tier_count,
             limits,
+            attribution_window_ms,
             campaigns,
         }
     }
@@ -615,6 +652,7 @@ cooldown = "7d"
 trigger_ttl = "12h"
 daily_cap = 2
 max_simultaneous = 2
+attribution_window = "3d"
 
 [[campaign]]
 name = "a"
@@ -627,6 +665,7 @@ control_fraction = 0.25
 budget_per_hour = 100
 cooldown = "0s"
 trigger_ttl = "30m"
+attribution_window = "36h"
 when = { churn_risk_at_least = 0.7, tier_at_least = 2 }
 "#;
         let rules = RuleSet::parse(text).unwrap();
@@ -647,6 +686,7 @@ when = { churn_risk_at_least = 0.7, tier_at_least = 2 }
                     budget_per_hour: None,
                     cooldown_ms: 7 * EventTime::MILLIS_PER_DAY,
                     trigger_ttl_ms: 12 * EventTime::MILLIS_PER_HOUR,
+                    attribution_window_ms: 3 * EventTime::MILLIS_PER_DAY,
                     trigger: Trigger::TierReached { tier: 3 },
                 },
                 Campaign {
@@ -656,6 +696,7 @@ when = { churn_risk_at_least = 0.7, tier_at_least = 2 }
                     budget_per_hour: Some(100),
                     cooldown_ms: 0,
                     trigger_ttl_ms: 30 * EventTime::MILLIS_PER_MINUTE,
+                    attribution_window_ms: 36 * EventTime::MILLIS_PER_HOUR,
                     trigger: Trigger::ChurnRisk {
                         at_least: 0.7,
                         tier_at_least: Some(2)
@@ -667,13 +708,45 @@ when = { churn_risk_at_least = 0.7, tier_at_least = 2 }
             rules.campaigns[1].trigger.to_string(),
             "churn_risk_at_least = 0.7, tier_at_least = 2"
         );
+        assert_eq!(rules.attribution_window_ms, 3 * EventTime::MILLIS_PER_DAY);
+        assert_eq!(
+            rules.attribution_window_ms("b"),
+            36 * EventTime::MILLIS_PER_HOUR
+        );
+        // A campaign no longer in the file is measured with the [defaults] window.
+        assert_eq!(
+            rules.attribution_window_ms("retired"),
+            3 * EventTime::MILLIS_PER_DAY
+        );
+    }
+
+    #[test]
+    fn attribution_window_defaults_to_seven_days_and_is_checked() {
+        let rules = RuleSet::parse(&campaign("when = { first_purchase = true }")).unwrap();
+        assert_eq!(rules.attribution_window_ms, DEFAULT_ATTRIBUTION_WINDOW_MS);
+        assert_eq!(
+            rules.campaigns[0].attribution_window_ms,
+            7 * EventTime::MILLIS_PER_DAY
+        );
+        check_err(
+            "tier_count = 4\n[defaults]\nattribution_window = \"1w\"\n",
+            "rules.toml:3:22: unknown duration unit \"w\" in attribution_window (use s, m, h, d)",
+        );
+        check_err(
+            &campaign("attribution_window = \"0h\"\nwhen = { first_purchase = true }"),
+            "rules.toml:5:22: attribution_window must be longer than 0s",
+        );
+        check_err(
+            &campaign("attribution_window = 7\nwhen = { first_purchase = true }"),
+            "rules.toml:5:22: invalid type: integer `7`, expected a string",
+        );
     }
 
     #[test]
     fn unknown_keys_point_at_the_key() {
         check_err(
             "tier_count = 4\n[defaults]\ncooldwn = \"7d\"\n",
-            "rules.toml:3:1: unknown field `cooldwn`, expected one of `cooldown`, `daily_cap`, `trigger_ttl`, `max_simultaneous`",
+            "rules.toml:3:1: unknown field `cooldwn`, expected one of `cooldown`, `daily_cap`, `trigger_ttl`, `max_simultaneous`, `attribution_window`",
         );
         check_err(
             &campaign("when = { tier_reached = 3, colour = \"red\" }"),
@@ -818,6 +891,14 @@ when = { inactive_for = "1y" }
         let vip = rules.campaign("vip_welcome").unwrap();
         assert_eq!(vip.cooldown_ms, 30 * EventTime::MILLIS_PER_DAY);
         assert_eq!(vip.trigger_ttl_ms, EventTime::MILLIS_PER_DAY);
+        assert_eq!(vip.attribution_window_ms, 7 * EventTime::MILLIS_PER_DAY);
+        assert_eq!(
+            rules
+                .campaign("cart_reminder")
+                .unwrap()
+                .attribution_window_ms,
+            EventTime::MILLIS_PER_DAY
+        );
         assert_eq!(vip.budget_per_hour, Some(1000));
         assert_eq!(rules.campaign("winback").unwrap().budget_per_hour, None);
     }

@@ -95,6 +95,10 @@ pub(crate) enum Command {
     /// Redis.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Measure campaigns: purchases attributed to sent and held-out triggers, and the uplift of
+    /// treated over control.
+    #[command(subcommand)]
+    Campaigns(CampaignsCommand),
     /// Create the configured topics that do not exist yet (user_score compacted).
     Topics,
     /// Write (or check) the JSON Schemas of every topic contract.
@@ -159,7 +163,8 @@ pub(crate) enum RulesCommand {
     ///
     /// Parses and checks a rules file (default: the configured campaigns.rules) as `run` does
     /// and prints a summary: tier_count, the per-user limits and one line per campaign (name,
-    /// priority, condition, cooldown, control fraction, hourly budget, trigger ttl). A refused
+    /// priority, condition, cooldown, control fraction, hourly budget, trigger ttl, attribution
+    /// window). A refused
     /// file prints every problem as `FILE:LINE:COLUMN: message` (a syntax error or unknown key
     /// stops the parse at the first one; the other checks report all of theirs); a tier_count
     /// that differs from the model's tier count is refused too, unless --no-model. Exit code
@@ -219,6 +224,78 @@ pub(crate) struct RulesTestArgs {
     pub(crate) model: Option<PathBuf>,
 }
 
+/// What `tierflow campaigns` does.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum CampaignsCommand {
+    /// Conversion and revenue per campaign, treated against control, with the uplift and its
+    /// 95 % confidence interval.
+    ///
+    /// Reads the sent triggers (campaign_triggered), the held-out control triggers
+    /// (campaign_control) and the clickstream's purchases — from Kafka, every partition from
+    /// its beginning up to the end found at start (outside any consumer group; nothing is
+    /// committed), or from JSON-lines files with --triggered, --control and --events — and
+    /// attributes each purchase, per campaign, to the campaign's latest trigger of the user
+    /// before it, if the purchase is within the campaign's attribution_window (rules file;
+    /// default 7d) after it. A purchase at the instant of the trigger is not attributed; a
+    /// purchase counts at most once per campaign.
+    ///
+    /// Per campaign and arm (treated = sent, control = held out): users with a trigger,
+    /// converters (users with an attributed purchase), conversion rate, attributed purchases,
+    /// revenue and revenue per user; then the absolute uplift in conversion (Newcombe's 95 %
+    /// interval) and in revenue per user (Welch's 95 % interval). A campaign with an empty arm
+    /// or fewer than 30 users in an arm, or with no conversions at all, is marked "not enough
+    /// data". Duplicate records count once (triggers by idempotency key, purchases by user and
+    /// event_id); the result does not depend on the order of the records.
+    ///
+    /// --publish also writes one campaign_outcome record per attribution to --outcome-topic
+    /// (idempotency key `co/{trigger key}/{purchase event_id}`, so re-runs are harmless for
+    /// readers that dedupe). Exit code 2: the rules file is refused (as by `rules check`).
+    Report(CampaignsReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CampaignsReportArgs {
+    /// The rules file whose attribution windows apply. Default: campaigns.rules from the
+    /// configuration. Campaigns found in the triggers but not in the file use its [defaults]
+    /// attribution_window.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) rules: Option<PathBuf>,
+    /// Sent triggers as JSON lines (campaign_triggered records; .gz is decompressed) instead
+    /// of the campaign_triggered topic. Needs --control and --events.
+    #[arg(long, value_name = "FILE", requires_all = ["control", "events"])]
+    pub(crate) triggered: Option<PathBuf>,
+    /// Held-out triggers as JSON lines (campaign_control records) instead of the topic.
+    #[arg(long, value_name = "FILE", requires_all = ["triggered", "events"])]
+    pub(crate) control: Option<PathBuf>,
+    /// Clickstream events as JSON lines (from `generate` or `import`) instead of the
+    /// clickstream topic; only purchases are used.
+    #[arg(long, short = 'e', value_name = "FILE", requires_all = ["triggered", "control"])]
+    pub(crate) events: Option<PathBuf>,
+    /// Output: tables for people, one JSON object, or Prometheus text exposition (gauges per
+    /// campaign and arm, for a textfile collector or a push gateway).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub(crate) format: ReportFormat,
+    /// Publish one campaign_outcome record per attributed purchase to --outcome-topic
+    /// (created when missing) and wait for the broker's acknowledgements.
+    #[arg(long)]
+    pub(crate) publish: bool,
+    /// Topic for --publish.
+    #[arg(long, value_name = "TOPIC", default_value = crate::commands::DEFAULT_OUTCOME_TOPIC)]
+    pub(crate) outcome_topic: String,
+}
+
+/// How `campaigns report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// One block per campaign.
+    Table,
+    /// One JSON object: inputs, then every campaign with both arms and the uplift.
+    Json,
+    /// Prometheus text format: `tierflow_campaign_report_*` gauges labelled by campaign (and
+    /// arm); no user ids.
+    Prometheus,
+}
+
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TailArgs {
     /// A topic name, or a role resolved through [topics]: clickstream, tier_changed,
@@ -232,8 +309,8 @@ pub(crate) struct TailArgs {
     #[arg(long, value_name = "ID")]
     pub(crate) user: Option<String>,
     /// Only records of these types (comma-separated or repeated): tier_changed, user_score,
-    /// dead_letter, campaign_triggered, tombstone, undecodable, or a clickstream event type
-    /// such as purchase.
+    /// dead_letter, campaign_triggered, campaign_outcome, tombstone, undecodable, or a
+    /// clickstream event type such as purchase.
     #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
     pub(crate) types: Vec<String>,
     /// Stop after printing this many records.

@@ -1,5 +1,6 @@
 //! One module per command; `run` dispatches.
 
+mod campaigns;
 mod demo;
 mod features;
 mod forget;
@@ -40,10 +41,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::ForgetUser(args) => forget::run(args, config).await,
         Command::Replay(args) => replay::run(args, config).await,
         Command::Rules(command) => rules::run(command, config).await,
+        Command::Campaigns(command) => campaigns::run(command, config).await,
         Command::Topics => topics(&config).await,
         Command::Schemas(args) => schemas::run(&args),
     }
 }
+
+/// Where `campaigns report --publish` writes, until `[topics]` names a campaign_outcome topic.
+pub(crate) const DEFAULT_OUTCOME_TOPIC: &str = "tierflow.campaign_outcome";
 
 pub(crate) async fn topics(config: &Config) -> Result<()> {
     let specs = config.topics.specs();

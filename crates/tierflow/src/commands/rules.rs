@@ -49,7 +49,7 @@ fn refuse(lines: &str) -> ! {
 }
 
 /// The rules file: the flag's, else `campaigns.rules`.
-fn rules_path(flag: Option<PathBuf>, config: &Config) -> Result<PathBuf> {
+pub(super) fn rules_path(flag: Option<PathBuf>, config: &Config) -> Result<PathBuf> {
     match flag.or_else(|| config.campaigns.rules.clone()) {
         Some(path) => Ok(path),
         None => bail!(
@@ -60,7 +60,7 @@ fn rules_path(flag: Option<PathBuf>, config: &Config) -> Result<PathBuf> {
 }
 
 /// Reads and parses a rules file; a refused file prints every diagnostic and exits 2.
-fn load_rules(path: &Path) -> Result<RuleSet> {
+pub(super) fn load_rules(path: &Path) -> Result<RuleSet> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the rules file {}", path.display()))?;
     match RuleSet::parse_named(&path.display().to_string(), &text) {
@@ -129,7 +129,7 @@ fn check(args: RulesCheckArgs, mut config: Config) -> Result<()> {
     if rules.campaigns.is_empty() {
         return Ok(());
     }
-    let rows: Vec<[String; 7]> = rules
+    let rows: Vec<[String; 8]> = rules
         .campaigns
         .iter()
         .map(|c| {
@@ -142,6 +142,7 @@ fn check(args: RulesCheckArgs, mut config: Config) -> Result<()> {
                 c.budget_per_hour
                     .map_or_else(|| "unlimited".to_owned(), |b| b.to_string()),
                 format_duration(c.trigger_ttl_ms),
+                format_duration(c.attribution_window_ms),
             ]
         })
         .collect();
@@ -153,6 +154,7 @@ fn check(args: RulesCheckArgs, mut config: Config) -> Result<()> {
         "control",
         "budget/h",
         "ttl",
+        "attribution",
     ]
     .map(String::from);
     write_table(&mut out, &header, &rows)?;

@@ -15,8 +15,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tierflow_events::codec::decode_click;
 use tierflow_events::{
-    CampaignTriggered, Contract, DeadLetter, EventTime, EventType, OutputRecord, TierChanged,
-    UserScore,
+    CampaignOutcome, CampaignTriggered, Contract, DeadLetter, EventTime, EventType, OutputRecord,
+    TierChanged, UserScore,
 };
 use tierflow_events::{Encoding, HEADER_ENCODING, HEADER_SCHEMA};
 
@@ -25,12 +25,13 @@ use crate::config::{Config, TopicsConfig};
 use crate::topic_reader::{self, assign_only_config};
 
 /// Types `--type` accepts besides the clickstream's event types.
-const TYPES: [&str; 7] = [
+const TYPES: [&str; 8] = [
     "clickstream",
     "tier_changed",
     "user_score",
     "dead_letter",
     "campaign_triggered",
+    "campaign_outcome",
     "tombstone",
     "undecodable",
 ];
@@ -251,6 +252,9 @@ fn decode(message: &BorrowedMessage<'_>, role: Option<Contract>) -> Printed {
         Contract::CampaignTriggered => {
             output::<CampaignTriggered>(payload, encoding, |r| r.user_id.clone())
         }
+        Contract::CampaignOutcome => {
+            output::<CampaignOutcome>(payload, encoding, |r| r.user_id.clone())
+        }
         Contract::DeadLetter => output::<DeadLetter>(payload, encoding, |r| {
             r.source_key
                 .as_ref()
@@ -331,6 +335,16 @@ impl Printed {
                 text("rule"),
                 tier("tier"),
                 text("event_time"),
+                text("idempotency_key")
+            ),
+            "campaign_outcome" => format!(
+                "{} {} purchase {} {:.2} {} after {} ms [{}]",
+                text("campaign"),
+                text("arm"),
+                text("purchase_event_id"),
+                number("revenue"),
+                text("currency"),
+                v["delay_ms"],
                 text("idempotency_key")
             ),
             "dead_letter" => format!(
