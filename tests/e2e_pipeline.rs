@@ -94,6 +94,8 @@ key_prefix = "{key_prefix}"
 [pipeline]
 group_id = "{group}"
 batch_max_events = {batch}
+# Event time only: the offline reference has no wall clock.
+idle_partition_secs = 0
 
 [http]
 listen = "127.0.0.1:0"

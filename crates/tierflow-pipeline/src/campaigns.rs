@@ -138,6 +138,11 @@ pub struct Fired {
     /// timer fired).
     pub tier: Tier,
     pub scores: Scores,
+    /// Rules that fired from one evaluation (one update, or the timers due before an update
+    /// or at the end of a batch) share a group; governance decides group after group, in
+    /// the order they fired, which is the user's order of records however the stream was
+    /// batched.
+    pub group: u64,
 }
 
 /// The rule state stored in `state`; a user stored before campaigns existed starts with
@@ -151,16 +156,59 @@ pub fn rule_state(state: &UserState) -> (RuleState, Option<String>) {
     if state.rules.is_empty() {
         return (fresh(), None);
     }
-    match bincode::serde::decode_from_slice(&state.rules, bincode::config::standard()) {
-        Ok((rules, _)) => (rules, None),
+    match decode_rule_state(&state.rules) {
+        Ok(rules) => (rules, None),
         Err(e) => (fresh(), Some(format!("rule state does not decode: {e}"))),
+    }
+}
+
+/// First byte of a versioned rule state. The first rule-state format had no version: it
+/// starts with bincode's varint length of `timers` (at most `MAX_CAMPAIGNS` = 256), whose
+/// first byte is never 255.
+const RULE_STATE_MARKER: u8 = 0xFF;
+/// Version 2 added `last_scores`.
+const RULE_STATE_VERSION: u8 = 2;
+
+/// The rule state as the first format stored it (no `last_scores`).
+#[derive(serde::Deserialize)]
+struct RuleStateV1 {
+    timers: Vec<tierflow_rules::Timer>,
+    thresholds_held: Vec<String>,
+    first_purchase_seen: bool,
+    last_visit: Option<EventTime>,
+    last_cart_add: Option<EventTime>,
+    last_checkout: Option<EventTime>,
+}
+
+fn decode_rule_state(bytes: &[u8]) -> Result<RuleState, String> {
+    let config = bincode::config::standard();
+    match bytes {
+        [RULE_STATE_MARKER, RULE_STATE_VERSION, rest @ ..] => {
+            bincode::serde::decode_from_slice(rest, config)
+                .map(|(rules, _)| rules)
+                .map_err(|e| e.to_string())
+        }
+        [RULE_STATE_MARKER, version, ..] => Err(format!("unknown rule state version {version}")),
+        legacy => bincode::serde::decode_from_slice::<RuleStateV1, _>(legacy, config)
+            .map(|(v1, _)| RuleState {
+                timers: v1.timers,
+                thresholds_held: v1.thresholds_held,
+                first_purchase_seen: v1.first_purchase_seen,
+                last_visit: v1.last_visit,
+                last_cart_add: v1.last_cart_add,
+                last_checkout: v1.last_checkout,
+                last_scores: None,
+            })
+            .map_err(|e| e.to_string()),
     }
 }
 
 /// Keeps `rules` in `state` (written with it).
 pub fn keep_rule_state(state: &mut UserState, rules: &RuleState) {
-    state.rules = bincode::serde::encode_to_vec(rules, bincode::config::standard())
+    let mut bytes = vec![RULE_STATE_MARKER, RULE_STATE_VERSION];
+    bincode::serde::encode_into_std_write(rules, &mut bytes, bincode::config::standard())
         .expect("rule state always encodes into memory");
+    state.rules = bytes;
 }
 
 /// The order governance decides a user's candidates in: event time, then highest priority,
@@ -176,16 +224,18 @@ fn decision_order(fired: &mut [&Fired]) {
     });
 }
 
-/// Groups a batch's fired rules by user (users in order of their first trigger), each user's
-/// in decision order.
+/// Splits a batch's fired rules into their groups (one user each), in the order the groups
+/// fired, each in decision order.
 pub fn by_user(fired: &[Fired]) -> Vec<Vec<&Fired>> {
-    let mut slot: HashMap<&str, usize> = HashMap::new();
+    let mut slot: HashMap<(&str, u64), usize> = HashMap::new();
     let mut users: Vec<Vec<&Fired>> = Vec::new();
     for f in fired {
-        let at = *slot.entry(f.user_id.as_str()).or_insert_with(|| {
-            users.push(Vec::new());
-            users.len() - 1
-        });
+        let at = *slot
+            .entry((f.user_id.as_str(), f.group))
+            .or_insert_with(|| {
+                users.push(Vec::new());
+                users.len() - 1
+            });
         users[at].push(f);
     }
     for user in &mut users {
@@ -302,6 +352,60 @@ pub fn triggered(fired: &Fired, model_version: &str, now: EventTime) -> Campaign
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rule state stored by the first format (no version, no `last_scores`) still reads,
+    /// timers and all; a new one round-trips with its scores.
+    #[test]
+    fn rule_states_of_both_formats_read_back() {
+        #[derive(serde::Serialize)]
+        struct V1 {
+            timers: Vec<tierflow_rules::Timer>,
+            thresholds_held: Vec<String>,
+            first_purchase_seen: bool,
+            last_visit: Option<EventTime>,
+            last_cart_add: Option<EventTime>,
+            last_checkout: Option<EventTime>,
+        }
+        let timer = tierflow_rules::Timer {
+            campaign: "cart".into(),
+            kind: tierflow_rules::TimerKind::Cart,
+            armed_at: EventTime::from_unix_millis(1_000),
+            due: EventTime::from_unix_millis(61_000),
+            cause: Some("e1".into()),
+        };
+        let v1 = V1 {
+            timers: vec![timer.clone()],
+            thresholds_held: vec!["risk".into()],
+            first_purchase_seen: true,
+            last_visit: Some(EventTime::from_unix_millis(1_000)),
+            last_cart_add: Some(EventTime::from_unix_millis(1_000)),
+            last_checkout: None,
+        };
+        let mut state = UserState {
+            rules: bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap(),
+            ..UserState::default()
+        };
+        let (read, problem) = rule_state(&state);
+        assert_eq!(problem, None);
+        assert_eq!(read.timers, vec![timer]);
+        assert_eq!(read.thresholds_held, ["risk"]);
+        assert!(read.first_purchase_seen);
+        assert_eq!(read.last_scores, None);
+
+        let mut new = read.clone();
+        new.last_scores = Some(Scores {
+            tier_probabilities: vec![0.5, 0.5],
+            churn_risk: 0.25,
+            expected_value: 12.5,
+        });
+        keep_rule_state(&mut state, &new);
+        assert_eq!(state.rules[0], RULE_STATE_MARKER);
+        assert_eq!(rule_state(&state), (new, None));
+
+        state.rules[1] = 9;
+        let (_, problem) = rule_state(&state);
+        assert!(problem.is_some_and(|p| p.contains("version 9")));
+    }
 
     fn file(campaigns: &[&str]) -> String {
         let mut text = String::from("tier_count = 5\n");

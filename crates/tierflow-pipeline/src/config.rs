@@ -90,6 +90,19 @@ pub struct PipelineConfig {
     /// `max.poll.interval.ms` (300 s by default), after which the group would reassign the
     /// partitions of a member that stopped polling.
     pub max_stall_secs: u64,
+    /// Each member leases its partitions in Redis for this long, renewing every third of
+    /// it; a new owner starts a partition only once the previous owner released the lease
+    /// (after its last commit) or the lease ran out. Keep it below the consumer's
+    /// `session.timeout.ms`, so a crashed member's partitions wait for nothing extra.
+    pub partition_lease_ms: u64,
+    /// Campaign timers (cart abandonment, inactivity) fire once the partition's clock, the
+    /// newest event time read from it, is this far past their deadline: events up to this
+    /// late still count as before the deadline.
+    pub timer_slack_ms: u64,
+    /// A partition read to its end with no new record for this long moves its clock with
+    /// the wall clock (minus `timer_slack_ms`), so timers fire while a partition is quiet.
+    /// 0: event time only (replays of history, where the wall clock is far ahead).
+    pub idle_partition_secs: u64,
     /// Rows per forward pass (a batch with more rows is scored in chunks).
     pub score_chunk_rows: usize,
     /// Exactly-once outputs with Kafka transactions: the `transactional.id` of this process,
@@ -117,6 +130,9 @@ impl Default for PipelineConfig {
             slow_stage_secs: 10,
             retry_backoff_max_ms: 2_000,
             max_stall_secs: 240,
+            partition_lease_ms: 6_000,
+            timer_slack_ms: 300_000,
+            idle_partition_secs: 60,
             score_chunk_rows: 4_096,
             transactional_id: None,
             transaction_timeout_ms: 30_000,
@@ -135,6 +151,9 @@ impl PipelineConfig {
         }
         if self.max_in_flight == 0 {
             return Err("pipeline.max_in_flight must be at least 1".into());
+        }
+        if self.partition_lease_ms < 300 {
+            return Err("pipeline.partition_lease_ms must be at least 300".into());
         }
         if self.score_chunk_rows == 0 {
             return Err("pipeline.score_chunk_rows must be at least 1".into());

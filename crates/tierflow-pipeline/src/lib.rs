@@ -9,6 +9,7 @@
 
 pub mod campaigns;
 pub mod config;
+mod leases;
 pub mod offline;
 pub mod policy;
 pub mod process;

@@ -13,7 +13,7 @@ use tierflow_rules::{Ledger, RuleSet, Update};
 use crate::campaigns::{self, Fired, Outcome};
 use crate::config::PipelineConfig;
 use crate::policy::take_score_slot;
-use crate::process::tier_change_key;
+use crate::process::{Clocks, tier_change_key};
 
 /// One source record as it sits in the topic.
 #[derive(Debug, Clone)]
@@ -82,6 +82,9 @@ pub fn replay_with(
 ) -> Result<Expected, ScoreError> {
     let mut expected = Expected::default();
     let mut ledger = Ledger::default();
+    let slack_ms = config.timer_slack_ms as i64;
+    let mut clocks = Clocks::default();
+    let mut partition_of: HashMap<String, i32> = HashMap::new();
     for record in records {
         let event = match ClickEvent::from_json(&record.payload) {
             Ok(event) => event,
@@ -92,6 +95,9 @@ pub fn replay_with(
                 continue;
             }
         };
+        let horizon = clocks.horizon(record.partition, slack_ms);
+        clocks.advance(record.partition, event.ts.unix_millis());
+        partition_of.insert(event.user_id.clone(), record.partition);
         let state = expected.states.entry(event.user_id.clone()).or_default();
         if state.already_applied(record.partition, record.offset) {
             continue;
@@ -111,6 +117,7 @@ pub fn replay_with(
                 let row = features(state, as_of);
                 let scores = scorer.score(&row)?;
                 expected.scored += 1;
+                let tier_before = state.published.tier;
                 let decision = config.policy.decide(
                     &mut state.published,
                     scores.probabilities(0),
@@ -118,6 +125,21 @@ pub fn replay_with(
                 );
                 if let (Some(rules), Some(rule_state)) = (rules, rule_state.as_mut()) {
                     let scores = scores.scores(0);
+                    // Timers due before this update, as the user was before it.
+                    let due_by = EventTime::from_unix_millis(as_of.unix_millis() - 1);
+                    let due_by = horizon.map_or(due_by, |h| h.max(due_by));
+                    let last_scores = rule_state.last_scores.clone();
+                    let mut fired: Vec<Fired> = rules
+                        .on_time(rule_state, due_by)
+                        .into_iter()
+                        .map(|candidate| Fired {
+                            user_id: event.user_id.clone(),
+                            candidate,
+                            tier: tier_before.unwrap_or(decision.tier()),
+                            scores: last_scores.clone().unwrap_or_else(|| scores.clone()),
+                            group: 0,
+                        })
+                        .collect();
                     let update = Update {
                         user_id: &event.user_id,
                         event: &event,
@@ -126,33 +148,16 @@ pub fn replay_with(
                         scores: &scores,
                         at: EventTime::from_unix_millis(as_of.unix_millis()),
                     };
-                    let fired: Vec<Fired> = rules
-                        .on_update(rule_state, &update)
-                        .into_iter()
-                        .map(|candidate| Fired {
+                    fired.extend(rules.on_update(rule_state, &update).into_iter().map(
+                        |candidate| Fired {
                             user_id: event.user_id.clone(),
                             candidate,
                             tier: decision.tier(),
                             scores: scores.clone(),
-                        })
-                        .collect();
-                    for user in campaigns::by_user(&fired) {
-                        let outcomes = campaigns::govern_offline(rules, &mut ledger, &user);
-                        for (f, outcome) in user.iter().zip(outcomes) {
-                            expected.triggers.insert(
-                                f.candidate.idempotency_key(&f.user_id),
-                                PredictedTrigger {
-                                    user_id: f.user_id.clone(),
-                                    campaign: f.candidate.campaign.clone(),
-                                    rule: f.candidate.rule.clone(),
-                                    fired_at: f.candidate.fired_at,
-                                    causing_event_id: f.candidate.causing_event_id.clone(),
-                                    tier: f.tier,
-                                    outcome,
-                                },
-                            );
-                        }
-                    }
+                            group: 1,
+                        },
+                    ));
+                    predict(rules, &mut ledger, &fired, &mut expected.triggers);
                 }
                 if let Some((from, to)) = decision.change() {
                     expected.tier_changes.insert(
@@ -175,5 +180,67 @@ pub fn replay_with(
             campaigns::keep_rule_state(state, &rule_state);
         }
     }
+    // The end of the stream: every user's timers due by its partition's horizon.
+    if let Some(rules) = rules {
+        let mut users: Vec<&String> = partition_of.keys().collect();
+        users.sort();
+        for user in users {
+            let Some(horizon) = clocks.horizon(partition_of[user], slack_ms) else {
+                continue;
+            };
+            let Some(state) = expected.states.get_mut(user) else {
+                continue;
+            };
+            let (mut rule_state, _) = campaigns::rule_state(state);
+            let last_scores = rule_state.last_scores.clone();
+            let fired: Vec<Fired> = rules
+                .on_time(&mut rule_state, horizon)
+                .into_iter()
+                .map(|candidate| Fired {
+                    user_id: user.clone(),
+                    candidate,
+                    tier: state.published.tier.unwrap_or(0),
+                    scores: last_scores
+                        .clone()
+                        .unwrap_or_else(|| tierflow_events::Scores {
+                            tier_probabilities: Vec::new(),
+                            churn_risk: 0.0,
+                            expected_value: 0.0,
+                        }),
+                    group: 0,
+                })
+                .collect();
+            if !fired.is_empty() {
+                campaigns::keep_rule_state(state, &rule_state);
+                predict(rules, &mut ledger, &fired, &mut expected.triggers);
+            }
+        }
+    }
     Ok(expected)
+}
+
+/// Governs one update's (or one user's end-of-stream) fired rules and records them.
+fn predict(
+    rules: &RuleSet,
+    ledger: &mut Ledger,
+    fired: &[Fired],
+    triggers: &mut BTreeMap<String, PredictedTrigger>,
+) {
+    for user in campaigns::by_user(fired) {
+        let outcomes = campaigns::govern_offline(rules, ledger, &user);
+        for (f, outcome) in user.iter().zip(outcomes) {
+            triggers.insert(
+                f.candidate.idempotency_key(&f.user_id),
+                PredictedTrigger {
+                    user_id: f.user_id.clone(),
+                    campaign: f.candidate.campaign.clone(),
+                    rule: f.candidate.rule.clone(),
+                    fired_at: f.candidate.fired_at,
+                    causing_event_id: f.candidate.causing_event_id.clone(),
+                    tier: f.tier,
+                    outcome,
+                },
+            );
+        }
+    }
 }

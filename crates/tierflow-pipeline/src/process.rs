@@ -5,7 +5,7 @@
 //! depend on how the stream was cut into batches: a replay after a crash produces the same
 //! records with the same idempotency keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
 use tierflow_events::{ClickEvent, ErrorClass, EventTime, ReasonCode, TierChanged, UserScore};
@@ -66,6 +66,61 @@ pub struct Processed {
     pub scored_tiers: Vec<u8>,
     /// Campaign rules that fired, in the order they fired (before governance).
     pub fired: Vec<Fired>,
+    /// The timer index entry of every user whose state was written or who was loaded for a
+    /// timer: `(partition, user, next deadline ms)`.
+    pub due: Vec<(i32, String, Option<i64>)>,
+}
+
+/// Each partition's campaign clock: the newest event time read from it (in offset order).
+/// Timers of a partition's users fire once the clock minus `timer_slack_ms` passes their
+/// deadline, so a user who sends nothing more is still reached, and a straggler up to the
+/// slack late is still counted before the deadline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clocks {
+    newest: BTreeMap<i32, i64>,
+}
+
+impl Clocks {
+    pub fn get(&self, partition: i32) -> Option<i64> {
+        self.newest.get(&partition).copied()
+    }
+
+    /// Moves the clock of `partition` to `ms` if that is later.
+    pub fn advance(&mut self, partition: i32, ms: i64) {
+        let clock = self.newest.entry(partition).or_insert(ms);
+        *clock = (*clock).max(ms);
+    }
+
+    /// Forgets partitions this member no longer owns.
+    pub fn forget(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.newest.remove(p);
+        }
+    }
+
+    pub fn knows(&self, partition: i32) -> bool {
+        self.newest.contains_key(&partition)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.newest.iter().map(|(p, c)| (*p, *c))
+    }
+
+    /// The instant up to which timers of `partition` fire: its clock minus the slack.
+    pub fn horizon(&self, partition: i32, slack_ms: i64) -> Option<EventTime> {
+        self.get(partition)
+            .map(|c| EventTime::from_unix_millis(c.saturating_sub(slack_ms)))
+    }
+}
+
+/// Campaign timers around a batch.
+#[derive(Debug)]
+pub struct Timers<'a> {
+    /// The partitions' clocks before the batch; the batch's records advance them.
+    pub clocks: &'a mut Clocks,
+    /// Users loaded only because their timers may be due, with their partition; their
+    /// states follow the batch's users in `loaded`. None of them is a user of the batch.
+    pub due_users: &'a [(String, i32)],
 }
 
 /// The distinct users of a batch in order of first appearance, and each input's user slot.
@@ -96,11 +151,19 @@ struct RowMeta {
     input: usize,
     slot: usize,
     as_of_ms: i64,
+    /// The timer horizon of the input's partition before the input.
+    horizon: Option<EventTime>,
 }
 
-/// Processes one batch. `loaded` holds the stored state of `users_of(inputs).0`, in order.
-/// With `rules`, each scored update also runs the campaign rules (their state travels in
-/// the user's state) and `Processed::fired` lists what fired, for governance.
+/// Processes one batch. `loaded` holds the stored state of `users_of(inputs).0`, in order,
+/// then of `timers.due_users`. With `rules`, each scored update also runs the campaign rules
+/// (their state travels in the user's state) and `Processed::fired` lists what fired, for
+/// governance.
+///
+/// Timers fire by the partition clock as the offline reference fires them: before each
+/// update, those due by the horizon before its record (or before the update itself);
+/// after the batch, those of every loaded user due by the partition's horizon. A timer that
+/// fires reports the scores of the user's last update and the tier before this one.
 pub fn process(
     scorer: &Scorer,
     config: &PipelineConfig,
@@ -108,9 +171,22 @@ pub fn process(
     inputs: &[Input],
     loaded: Vec<Loaded>,
     now: EventTime,
+    timers: Timers<'_>,
 ) -> Result<Processed, ScoreError> {
-    let (users, slots) = users_of(inputs);
+    let slack_ms = config.timer_slack_ms as i64;
+    let (mut users, slots) = users_of(inputs);
+    // Each user's partition: of its first record, or the one its timer index named.
+    let mut partition_of: Vec<i32> = vec![0; users.len()];
+    for (input, slot) in inputs.iter().zip(&slots).rev() {
+        partition_of[*slot] = input.partition;
+    }
+    let batch_users = users.len();
+    for (user, partition) in timers.due_users {
+        users.push(user.as_str());
+        partition_of.push(*partition);
+    }
     debug_assert_eq!(users.len(), loaded.len());
+    let clocks = timers.clocks;
     let mut states: Vec<Result<UserState, String>> = loaded
         .into_iter()
         .map(|l| l.map(Option::unwrap_or_default).map_err(|e| e.to_string()))
@@ -131,8 +207,17 @@ pub fn process(
             _ => None,
         })
         .collect();
+    let due_before: Vec<Option<EventTime>> = rule_states
+        .iter()
+        .map(|r| r.as_ref().and_then(RuleState::next_due))
+        .collect();
     let mut fired: Vec<Fired> = Vec::new();
+    // Numbers each evaluation that fired something (see `Fired::group`).
+    let mut group: u64 = 0;
     let mut dirty = vec![false; users.len()];
+    // Users with a record already applied (a replay): their index entry is written again,
+    // in case the write that applied it stored the state but not the entry.
+    let mut replayed = vec![false; users.len()];
     let mut counts = BatchCounts::default();
     let mut rejected = Vec::new();
     let width = scorer.width();
@@ -141,6 +226,8 @@ pub fn process(
 
     for (i, input) in inputs.iter().enumerate() {
         let slot = slots[i];
+        let horizon = clocks.horizon(input.partition, slack_ms);
+        clocks.advance(input.partition, input.event.ts.unix_millis());
         let state = match &mut states[slot] {
             Err(reason) => {
                 counts.corrupt_state += 1;
@@ -158,6 +245,7 @@ pub fn process(
         };
         if state.already_applied(input.partition, input.offset) {
             counts.replayed += 1;
+            replayed[slot] = true;
             continue;
         }
         match state.apply(&input.event) {
@@ -171,6 +259,7 @@ pub fn process(
                     input: i,
                     slot,
                     as_of_ms: as_of.unix_millis(),
+                    horizon,
                 });
             }
             Applied::Duplicate => counts.duplicates += 1,
@@ -208,6 +297,7 @@ pub fn process(
             let Ok(state) = &mut states[m.slot] else {
                 unreachable!("rows are only made for readable states")
             };
+            let tier_before = state.published.tier;
             let decision =
                 config
                     .policy
@@ -221,6 +311,20 @@ pub fn process(
                     Some((from, _)) => from,
                     None => Some(tier),
                 };
+                // Timers due before this update fire first, as the user was before it.
+                let due_by = EventTime::from_unix_millis(m.as_of_ms - 1);
+                let due_by = m.horizon.map_or(due_by, |h| h.max(due_by));
+                let last_scores = rule_state.last_scores.clone();
+                group += 1;
+                for candidate in rules.on_time(rule_state, due_by) {
+                    fired.push(Fired {
+                        user_id: event.user_id.clone(),
+                        candidate,
+                        tier: tier_before.unwrap_or(tier),
+                        scores: last_scores.clone().unwrap_or_else(|| scores.clone()),
+                        group,
+                    });
+                }
                 let update = Update {
                     user_id: &event.user_id,
                     event,
@@ -229,12 +333,14 @@ pub fn process(
                     scores: &scores,
                     at: EventTime::from_unix_millis(m.as_of_ms),
                 };
+                group += 1;
                 for candidate in rules.on_update(rule_state, &update) {
                     fired.push(Fired {
                         user_id: event.user_id.clone(),
                         candidate,
                         tier,
                         scores: scores.clone(),
+                        group,
                     });
                 }
             }
@@ -260,6 +366,49 @@ pub fn process(
         }
     }
     counts.scored = meta.len() as u64;
+
+    // After the batch: every loaded user's timers due by its partition's horizon.
+    let mut due = Vec::new();
+    if let Some(rules) = rules {
+        for slot in 0..users.len() {
+            let partition = partition_of[slot];
+            let (Ok(state), Some(rule_state)) = (&states[slot], &mut rule_states[slot]) else {
+                if slot >= batch_users {
+                    // Unreadable: its timers cannot fire; keep it out of the index.
+                    due.push((partition, users[slot].to_owned(), None));
+                }
+                continue;
+            };
+            if let Some(horizon) = clocks.horizon(partition, slack_ms) {
+                let last_scores = rule_state.last_scores.clone();
+                let fired_now = rules.on_time(rule_state, horizon);
+                if !fired_now.is_empty() {
+                    dirty[slot] = true;
+                }
+                group += 1;
+                for candidate in fired_now {
+                    fired.push(Fired {
+                        user_id: users[slot].to_owned(),
+                        candidate,
+                        tier: state.published.tier.unwrap_or(0),
+                        scores: last_scores.clone().unwrap_or_else(unknown_scores),
+                        group,
+                    });
+                }
+            }
+            // The index follows the state: written with every state write of a user who has
+            // or had a timer, and for every user loaded for one.
+            let next = rule_state.next_due();
+            let touched = dirty[slot] || replayed[slot];
+            if slot >= batch_users || (touched && (next.is_some() || due_before[slot].is_some())) {
+                due.push((
+                    partition,
+                    users[slot].to_owned(),
+                    next.map(EventTime::unix_millis),
+                ));
+            }
+        }
+    }
 
     // Reason codes for the rows that changed tier: one backward pass for all of them.
     let reasons: Vec<Vec<ReasonCode>> = if config.reason_codes > 0 && !change_rows.is_empty() {
@@ -329,7 +478,18 @@ pub fn process(
         counts,
         scored_tiers,
         fired,
+        due,
     })
+}
+
+/// Scores for a timer of a rule state written before rule states remembered the last
+/// scores (an upgrade): none known, so none claimed.
+fn unknown_scores() -> tierflow_events::Scores {
+    tierflow_events::Scores {
+        tier_probabilities: Vec::new(),
+        churn_risk: 0.0,
+        expected_value: 0.0,
+    }
 }
 
 fn user_score(

@@ -34,7 +34,7 @@ use tierflow_features::UserState;
 use tierflow_model::{ModelHandle, ScoreError};
 use tierflow_rules::RuleSet;
 use tierflow_store::Loaded;
-use tierflow_store::{StateStore, StoreError, Versioned};
+use tierflow_store::{StateStore, StoreError, StoredClock, TimerWrites, Versioned};
 use tierflow_stream::{
     BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError, TxnFailure,
     transaction_failure,
@@ -43,7 +43,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::campaigns::{self, Campaigns, Fired, Governance, Outcome};
 use crate::config::{PipelineConfig, TopicsConfig};
-use crate::process::{self, BatchCounts, Input, Processed};
+use crate::leases::{Claimed, LeaseLost, LeaseStore, Leases, Released};
+use crate::process::{self, BatchCounts, Clocks, Input, Processed, Timers};
 use crate::telemetry::{self, Health};
 
 /// Why the pipeline stopped with an error. Nothing after the last committed batch was
@@ -70,6 +71,10 @@ pub enum PipelineError {
         "asked to stop while {stage} was failing ({reason}); the batch in flight was not committed and will be replayed"
     )]
     Interrupted { stage: &'static str, reason: String },
+    #[error(
+        "partition {partition} was taken over by member {holder} (this member lost its lease: a long pause, or the group moved on without it); stopping without committing"
+    )]
+    LeaseLost { partition: i32, holder: String },
 }
 
 /// Totals of a run.
@@ -120,6 +125,25 @@ pub struct Pipeline<S> {
     pub health: Arc<Health>,
     /// Campaign rules and their governor; `None` runs without campaigns.
     pub campaigns: Option<Campaigns>,
+}
+
+/// The pipeline's store as the consumer context's lease store.
+struct PipelineLeases<S>(Arc<Pipeline<S>>);
+
+impl<S: StateStore + 'static> LeaseStore for PipelineLeases<S> {
+    fn claim<'a>(
+        &'a self,
+        owner: &'a str,
+        names: &'a [String],
+        ttl: Duration,
+        force: bool,
+    ) -> Claimed<'a> {
+        Box::pin(self.0.store.claim_leases(owner, names, ttl, force))
+    }
+
+    fn release<'a>(&'a self, owner: &'a str, names: &'a [String]) -> Released<'a> {
+        Box::pin(self.0.store.release_leases(owner, names))
+    }
 }
 
 /// A received record, decoded (or not) as it arrived.
@@ -212,6 +236,11 @@ impl Inflight {
 /// The consumer's view of rebalances and statistics.
 struct GroupContext {
     health: Arc<Health>,
+    /// Bumped by every assignment and revocation: the loader re-reads partition clocks.
+    generation: std::sync::atomic::AtomicU64,
+    /// Each assigned partition's high watermark, from librdkafka's statistics (every 5 s;
+    /// cleared by a rebalance): a quiet partition read up to it has nothing left to read.
+    high: Mutex<BTreeMap<i32, i64>>,
     /// Partitions revoked since the collector last looked.
     revoked: Mutex<Vec<i32>>,
     assigned: Mutex<BTreeSet<i32>>,
@@ -220,6 +249,8 @@ struct GroupContext {
     inflight: Arc<Inflight>,
     /// How long a revocation waits for batches in flight to become durable.
     drain_timeout: Duration,
+    /// This member's partition leases (handover between owners).
+    leases: Arc<Leases>,
     topic: String,
     /// When a consumer error was last logged, and how many were not logged since.
     error_log: Mutex<(Option<Instant>, u64)>,
@@ -247,13 +278,14 @@ impl GroupContext {
     /// Called before partitions are taken away: the batches in flight hold their records,
     /// so wait until those are durable and their offsets committed. The next owner then
     /// starts exactly after them instead of replaying them.
-    fn drain_before_revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
+    fn drain_before_revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> bool {
         let started = Instant::now();
+        let mut drained = true;
         if !self.inflight.idle() {
             let wait = || self.inflight.wait_drained(self.drain_timeout);
             // The callback runs on the task polling the consumer; on a multi-threaded
             // runtime `block_in_place` lets the durable stage progress on the other workers.
-            let drained = match tokio::runtime::Handle::try_current() {
+            drained = match tokio::runtime::Handle::try_current() {
                 Ok(handle)
                     if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
                 {
@@ -274,7 +306,7 @@ impl GroupContext {
         // positions once more, synchronously, while this member still owns them.
         let positions = self.inflight.take_committed(partitions);
         if positions.is_empty() {
-            return;
+            return drained;
         }
         let mut list = TopicPartitionList::new();
         for (partition, offset) in &positions {
@@ -302,12 +334,38 @@ impl GroupContext {
             }
         }
         drop(list);
+        drained
+    }
+}
+
+/// Runs `work` to completion from a rebalance callback (which is synchronous, called on
+/// the task polling the consumer): on a multi-threaded runtime `block_in_place` lets the
+/// other workers go on meanwhile. `None` where that is impossible (no such runtime).
+fn block_on_callback<T>(work: impl Future<Output = T>) -> Option<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Some(tokio::task::block_in_place(|| handle.block_on(work)))
+        }
+        _ => {
+            tracing::warn!(
+                "not on a multi-threaded tokio runtime: partition leases are not handed over in the rebalance callback"
+            );
+            None
+        }
     }
 }
 
 impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
         for (name, topic) in &statistics.topics {
+            if *name == self.topic {
+                let mut high = self.high.lock().expect("high lock");
+                for (id, partition) in &topic.partitions {
+                    if *id >= 0 && partition.hi_offset >= 0 {
+                        high.insert(*id, partition.hi_offset);
+                    }
+                }
+            }
             for (id, partition) in &topic.partitions {
                 if *id >= 0 && partition.consumer_lag >= 0 {
                     metrics::gauge!(telemetry::CONSUMER_LAG, "topic" => name.clone(), "partition" => id.to_string())
@@ -320,10 +378,20 @@ impl ClientContext for GroupContext {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            // Before the consumer fetches the committed offsets: wait until the previous
+            // owners have stored and committed their last batches and let go.
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            block_on_callback(self.leases.acquire(&partitions));
+        }
         if let Rebalance::Revoke(list) = rebalance {
             let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?partitions, "partitions revoked");
-            self.drain_before_revoke(consumer, &partitions);
+            let drained = self.drain_before_revoke(consumer, &partitions);
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.high.lock().expect("high lock").clear();
+            block_on_callback(self.leases.release(&partitions, drained));
             let mut assigned = self.assigned.lock().expect("assigned lock");
             for p in &partitions {
                 assigned.remove(p);
@@ -341,6 +409,9 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(list) => {
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(?partitions, "partitions assigned");
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.high.lock().expect("high lock").clear();
                 let mut assigned = self.assigned.lock().expect("assigned lock");
                 assigned.extend(partitions);
                 metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(assigned.len() as f64);
@@ -393,18 +464,28 @@ struct Ready {
     states: Arc<HashMap<String, UserState>>,
     /// Latest-score records, stored beside the states.
     latest: Vec<(String, Vec<u8>)>,
-    /// Last offset of each partition in the batch.
+    /// Last offset of each partition in the batch (none: a batch of timers only).
     ends: BTreeMap<i32, i64>,
+    /// Every partition the batch writes for (its records' and its timers'): this member
+    /// must still hold their leases.
+    partitions: BTreeSet<i32>,
+    /// Timer index entries and partition clocks, stored with the states.
+    due: Arc<DueEntries>,
+    clocks: Vec<(i32, StoredClock)>,
     /// Event time of every applied input, for the event-to-output latency.
     event_ms: Vec<i64>,
     /// What this batch adds to the run's totals once durable.
     totals: RunSummary,
 }
 
-/// New states of batches not yet stored, newest last.
+/// Timer index entries of a batch: `(partition, user, next deadline ms)`.
+type DueEntries = Vec<(i32, String, Option<i64>)>;
+
+/// New states (and timer index entries) of batches not yet stored, newest last.
 #[derive(Default)]
 struct Unstored {
     batches: VecDeque<(u64, Arc<HashMap<String, UserState>>)>,
+    due: VecDeque<(u64, Arc<DueEntries>)>,
 }
 
 impl Unstored {
@@ -413,6 +494,27 @@ impl Unstored {
         while self.batches.front().is_some_and(|(seq, _)| *seq <= durable) {
             self.batches.pop_front();
         }
+        while self.due.front().is_some_and(|(seq, _)| *seq <= durable) {
+            self.due.pop_front();
+        }
+    }
+
+    /// Users of `partition` whose newest unstored timer deadline is at or before `up_to`
+    /// (Redis's index does not have them yet).
+    fn due(&self, partition: i32, up_to: i64) -> Vec<String> {
+        let mut newest: HashMap<&str, Option<i64>> = HashMap::new();
+        for (_, entries) in &self.due {
+            for (p, user, at) in entries.iter() {
+                if *p == partition {
+                    newest.insert(user.as_str(), *at);
+                }
+            }
+        }
+        newest
+            .into_iter()
+            .filter(|(_, at)| at.is_some_and(|at| at <= up_to))
+            .map(|(user, _)| user.to_owned())
+            .collect()
     }
 
     /// The newest unstored state of `user`.
@@ -424,64 +526,130 @@ impl Unstored {
     }
 }
 
+/// Most users loaded for timers per partition per batch; the rest come with the next.
+const DUE_USERS_PER_PARTITION: usize = 10_000;
+/// How often an idle loader looks for timers that came due.
+const TIMER_TICK: Duration = Duration::from_secs(1);
+
+/// What the loader task keeps between batches.
+#[derive(Default)]
+struct Loader {
+    unstored: Unstored,
+    /// Campaign clocks of the partitions placed since the last assignment change.
+    clocks: Clocks,
+    /// Partitions whose clock is placed (from the store or from the first record read).
+    placed: BTreeSet<i32>,
+    /// The assignment generation `placed` belongs to.
+    generation: u64,
+    /// When each partition last delivered a record (or was placed).
+    last_record: BTreeMap<i32, Instant>,
+    /// The next offset of each partition, as far as this member knows.
+    next_offset: BTreeMap<i32, i64>,
+    last_tick: Option<Instant>,
+}
+
+impl Loader {
+    /// After a rebalance, clocks are placed afresh: another member may have moved them.
+    fn sync(&mut self, consumer: &GroupConsumer) {
+        let generation = consumer
+            .context()
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if generation != self.generation {
+            self.generation = generation;
+            self.clocks = Clocks::default();
+            self.placed.clear();
+            self.last_record.clear();
+            self.next_offset.clear();
+        }
+    }
+}
+
 impl<S: StateStore + 'static> Pipeline<S> {
     /// Runs until `shutdown` turns true (the batches in flight are finished and committed)
     /// or a fatal error.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<RunSummary, PipelineError> {
         self.config.validate().map_err(PipelineError::Config)?;
+        let this = Arc::new(self);
+        let leases = Arc::new(Leases::new(
+            Box::new(PipelineLeases(Arc::clone(&this))),
+            &this.config.group_id,
+            &this.topics.clickstream,
+            Duration::from_millis(this.config.partition_lease_ms),
+            // A live previous owner lets go after its drain (bounded by max_stall_secs); a
+            // dead one's lease runs out.
+            Duration::from_secs(this.config.max_stall_secs)
+                + Duration::from_millis(this.config.partition_lease_ms),
+            shutdown.clone(),
+        ));
+        let (stop_renewing, renewing) = watch::channel(false);
+        let renewal = tokio::spawn(Arc::clone(&leases).keep_renewed(renewing));
+        let result = Self::run_member(this, Arc::clone(&leases), shutdown).await;
+        let _ = stop_renewing.send(true);
+        let _ = renewal.await;
+        result
+    }
+
+    async fn run_member(
+        this: Arc<Self>,
+        leases: Arc<Leases>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunSummary, PipelineError> {
         let inflight = Arc::new(Inflight::default());
         let context = GroupContext {
-            health: Arc::clone(&self.health),
+            health: Arc::clone(&this.health),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            high: Mutex::new(BTreeMap::new()),
             revoked: Mutex::new(Vec::new()),
             assigned: Mutex::new(BTreeSet::new()),
             resumed: Mutex::new(BTreeSet::new()),
             inflight: Arc::clone(&inflight),
-            drain_timeout: Duration::from_secs(self.config.max_stall_secs),
-            topic: self.topics.clickstream.clone(),
+            drain_timeout: Duration::from_secs(this.config.max_stall_secs),
+            leases,
+            topic: this.topics.clickstream.clone(),
             error_log: Mutex::new((None, 0)),
         };
-        let mut consumer_config = self.kafka.consumer_config(&self.config.group_id);
+        let mut consumer_config = this.kafka.consumer_config(&this.config.group_id);
         consumer_config
             .set(
                 "queued.max.messages.kbytes",
-                self.config.consumer_queue_kbytes.to_string(),
+                this.config.consumer_queue_kbytes.to_string(),
             )
             .set(
                 "fetch.wait.max.ms",
-                self.config.fetch_wait_max_ms.to_string(),
+                this.config.fetch_wait_max_ms.to_string(),
             )
             .set("statistics.interval.ms", "5000");
         // Pass-through properties win over ours, as everywhere.
-        for (key, value) in &self.kafka.properties {
+        for (key, value) in &this.kafka.properties {
             consumer_config.set(key, value);
         }
         let consumer: GroupConsumer = consumer_config
             .create_with_context(context)
             .map_err(|e| StreamError::Config(format!("creating the consumer: {e}")))?;
         consumer
-            .subscribe(&[&self.topics.clickstream])
+            .subscribe(&[&this.topics.clickstream])
             .map_err(|e| StreamError::Config(format!("subscribing: {e}")))?;
-        let producer = match &self.config.transactional_id {
-            None => BoundedProducer::new(&self.kafka, self.config.max_in_flight)?,
+        let producer = match &this.config.transactional_id {
+            None => BoundedProducer::new(&this.kafka, this.config.max_in_flight)?,
             Some(id) => tokio::task::block_in_place(|| {
                 BoundedProducer::transactional(
-                    &self.kafka,
-                    self.config.max_in_flight,
+                    &this.kafka,
+                    this.config.max_in_flight,
                     id,
-                    Duration::from_millis(self.config.transaction_timeout_ms),
+                    Duration::from_millis(this.config.transaction_timeout_ms),
                 )
             })?,
         };
-        metrics::gauge!(telemetry::MODEL_INFO, "version" => self.model.version()).set(1.0);
+        metrics::gauge!(telemetry::MODEL_INFO, "version" => this.model.version()).set(1.0);
         tracing::info!(
-            group = %self.config.group_id,
-            topic = %self.topics.clickstream,
-            model = %self.model.version(),
-            transactional = self.config.transactional_id.is_some(),
+            group = %this.config.group_id,
+            topic = %this.topics.clickstream,
+            model = %this.model.version(),
+            transactional = this.config.transactional_id.is_some(),
             "pipeline started"
         );
 
-        let this = Arc::new(self);
         let consumer = Arc::new(consumer);
         let result = if this.config.transactional_id.is_some() {
             this.run_transactional(&consumer, producer, shutdown).await
@@ -508,6 +676,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<RunSummary, PipelineError> {
         let mut summary = RunSummary::default();
+        let mut clocks = Clocks::default();
         while !*shutdown.borrow() {
             let batch = self.collect(consumer, &mut shutdown).await;
             if batch.is_empty() {
@@ -521,6 +690,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
                 &batch,
                 decoded,
                 &mut summary,
+                &mut clocks,
                 &shutdown,
                 started,
             )
@@ -549,19 +719,33 @@ impl<S: StateStore + 'static> Pipeline<S> {
             Arc::clone(&inflight),
             shutdown.clone(),
         ));
-        let mut unstored = Unstored::default();
+        let mut loader = Loader::default();
         let mut undecodable = 0;
         let mut failed = None;
         while !*shutdown.borrow() && !durable.is_finished() {
             let batch = self.collect(consumer, &mut shutdown).await;
             if batch.is_empty() {
-                continue;
+                // Quiet: look for timers that came due, at most once per tick.
+                if self.campaigns.is_none()
+                    || loader.last_tick.is_some_and(|t| t.elapsed() < TIMER_TICK)
+                {
+                    continue;
+                }
+                loader.last_tick = Some(Instant::now());
             }
             match self
-                .prepare(batch, &mut unstored, &inflight, &mut undecodable, &shutdown)
+                .prepare(
+                    consumer,
+                    batch,
+                    &mut loader,
+                    &inflight,
+                    &mut undecodable,
+                    &shutdown,
+                )
                 .await
             {
-                Ok(ready) => {
+                Ok(None) => {}
+                Ok(Some(ready)) => {
                     if to_durable.send(ready).await.is_err() {
                         break;
                     }
@@ -639,14 +823,20 @@ impl<S: StateStore + 'static> Pipeline<S> {
     }
 
     /// Loads, applies, scores and decides one batch; encodes what the durable stage sends.
+    /// An empty batch is a tick: timers of quiet users that came due (and the clocks of
+    /// quiet partitions); `None` when there is nothing to do.
     async fn prepare(
         &self,
+        consumer: &GroupConsumer,
         batch: Vec<Received>,
-        unstored: &mut Unstored,
+        loader: &mut Loader,
         inflight: &Inflight,
         undecodable: &mut u64,
         shutdown: &watch::Receiver<bool>,
-    ) -> Result<Ready, PipelineError> {
+    ) -> Result<Option<Ready>, PipelineError> {
+        if batch.is_empty() && self.campaigns.is_none() {
+            return Ok(None);
+        }
         let started = Instant::now();
         let topic = self.topics.clickstream.as_str();
         let mut totals = RunSummary::default();
@@ -658,13 +848,88 @@ impl<S: StateStore + 'static> Pipeline<S> {
             now,
         } = self.decode(&batch, &mut totals);
         *undecodable += std::mem::take(&mut totals.undecodable);
+        loader.unstored.prune(inflight.durable());
 
-        // Load the batch's users once: from batches not stored yet, else from Redis.
-        unstored.prune(inflight.durable());
-        let (users, _) = process::users_of(&inputs);
+        // Campaign timers: place the partitions' clocks, find the users that come due.
+        let slack_ms = self.config.timer_slack_ms as i64;
+        let mut due_users: Vec<(String, i32)> = Vec::new();
+        let mut clock_before: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+        let mut first_offset: BTreeMap<i32, i64> = BTreeMap::new();
+        loader.sync(consumer);
+        for record in &batch {
+            let first = first_offset
+                .entry(record.partition)
+                .or_insert(record.offset);
+            *first = (*first).min(record.offset);
+            loader.last_record.insert(record.partition, Instant::now());
+        }
+        if self.campaigns.is_some() {
+            let up_to = if batch.is_empty() {
+                let up_to = self
+                    .quiet_partitions(consumer, loader, &mut clock_before, shutdown)
+                    .await?;
+                if up_to.is_empty() {
+                    return Ok(None);
+                }
+                up_to
+            } else {
+                self.place_clocks(loader, &first_offset, shutdown).await?;
+                let mut end: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+                for partition in first_offset.keys() {
+                    let clock = loader.clocks.get(*partition);
+                    clock_before.insert(*partition, clock);
+                    end.insert(*partition, clock);
+                }
+                for input in &inputs {
+                    let clock = end.entry(input.partition).or_default();
+                    *clock = Some(clock.map_or(input.event.ts.unix_millis(), |c| {
+                        c.max(input.event.ts.unix_millis())
+                    }));
+                }
+                end.into_iter()
+                    .filter_map(|(p, c)| c.map(|c| (p, c.saturating_sub(slack_ms))))
+                    .collect()
+            };
+            let (batch_users, _) = process::users_of(&inputs);
+            let batch_users: BTreeSet<&str> = batch_users.into_iter().collect();
+            let mut retry = Retry::new(self, "load", shutdown);
+            let from_index = loop {
+                let result = self
+                    .store
+                    .due_users(topic, &up_to, DUE_USERS_PER_PARTITION)
+                    .await;
+                if let Some(users) = retry.check(result.map_err(Failure::from)).await? {
+                    break users;
+                }
+            };
+            let mut seen: BTreeSet<String> = BTreeSet::new();
+            for ((partition, up_to), users) in up_to.iter().zip(from_index) {
+                for user in users
+                    .into_iter()
+                    .chain(loader.unstored.due(*partition, *up_to))
+                {
+                    if !batch_users.contains(user.as_str()) && seen.insert(user.clone()) {
+                        due_users.push((user, *partition));
+                    }
+                }
+            }
+            if batch.is_empty() && due_users.is_empty() && clock_before.is_empty() {
+                return Ok(None);
+            }
+        }
+
+        // Load the batch's users (and the due ones) once: from batches not stored yet, else
+        // from Redis.
+        let (mut users, _) = process::users_of(&inputs);
+        users.extend(due_users.iter().map(|(u, _)| u.as_str()));
         let mut loaded: Vec<Option<Loaded>> = users
             .iter()
-            .map(|user| unstored.get(user).map(|state| Ok(Some(state.clone()))))
+            .map(|user| {
+                loader
+                    .unstored
+                    .get(user)
+                    .map(|state| Ok(Some(state.clone())))
+            })
             .collect();
         let missing: Vec<&str> = users
             .iter()
@@ -691,7 +956,11 @@ impl<S: StateStore + 'static> Pipeline<S> {
         drop(users);
 
         // Apply, score, decide.
-        let (processed, triggers) = self.decide(&inputs, loaded, now, shutdown).await?;
+        let timers = Timers {
+            clocks: &mut loader.clocks,
+            due_users: &due_users,
+        };
+        let (processed, triggers) = self.decide(&inputs, loaded, now, timers, shutdown).await?;
         for rejected in &processed.rejected {
             let received = &batch[input_source[rejected.input]];
             let reason = match rejected.class {
@@ -722,7 +991,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
             })
             .collect();
         totals.records = batch.len() as u64;
-        totals.batches = 1;
+        totals.batches = u64::from(!batch.is_empty());
         totals.add(&processed.counts);
         totals.tier_changes = processed.tier_changes.len() as u64;
         totals.user_scores = processed.user_scores.len() as u64;
@@ -730,9 +999,43 @@ impl<S: StateStore + 'static> Pipeline<S> {
         let event_ms = inputs.iter().map(|i| i.event.ts.unix_millis()).collect();
         let states: Arc<HashMap<String, UserState>> =
             Arc::new(processed.states.into_iter().collect());
+        let due = Arc::new(processed.due);
+        let clocks: Vec<(i32, StoredClock)> = clock_before
+            .iter()
+            .filter_map(|(partition, before)| {
+                let after = loader.clocks.get(*partition)?;
+                let next_offset = ends
+                    .get(partition)
+                    .map(|last| last + 1)
+                    .or_else(|| loader.next_offset.get(partition).copied())
+                    .unwrap_or(0);
+                Some((
+                    *partition,
+                    StoredClock {
+                        before_ms: before.unwrap_or(i64::MIN),
+                        first_offset: first_offset.get(partition).copied().unwrap_or(next_offset),
+                        after_ms: after,
+                        next_offset,
+                    },
+                ))
+            })
+            .collect();
+        for (partition, last) in &ends {
+            loader.next_offset.insert(*partition, last + 1);
+        }
+        let partitions: BTreeSet<i32> = ends
+            .keys()
+            .copied()
+            .chain(due.iter().map(|(p, _, _)| *p))
+            .chain(clocks.iter().map(|(p, _)| *p))
+            .collect();
         let seq = inflight.next();
-        unstored.batches.push_back((seq, Arc::clone(&states)));
-        Ok(Ready {
+        loader
+            .unstored
+            .batches
+            .push_back((seq, Arc::clone(&states)));
+        loader.unstored.due.push_back((seq, Arc::clone(&due)));
+        Ok(Some(Ready {
             seq,
             started,
             records: batch.len(),
@@ -740,9 +1043,173 @@ impl<S: StateStore + 'static> Pipeline<S> {
             states,
             latest,
             ends,
+            partitions,
+            due,
+            clocks,
             event_ms,
             totals,
-        })
+        }))
+    }
+
+    /// Places the clocks of the batch's partitions not placed since the last rebalance:
+    /// the stored clock as of where this batch starts reading (one round trip for all).
+    async fn place_clocks(
+        &self,
+        loader: &mut Loader,
+        first_offset: &BTreeMap<i32, i64>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
+        let unplaced: Vec<i32> = first_offset
+            .keys()
+            .copied()
+            .filter(|p| !loader.placed.contains(p))
+            .collect();
+        if unplaced.is_empty() {
+            return Ok(());
+        }
+        let stored = self.stored_clocks(&unplaced, shutdown).await?;
+        for (partition, stored) in unplaced.into_iter().zip(stored) {
+            if let Some(stored) = stored {
+                loader
+                    .clocks
+                    .advance(partition, stored.at(first_offset[&partition]));
+            }
+            loader.placed.insert(partition);
+        }
+        Ok(())
+    }
+
+    async fn stored_clocks(
+        &self,
+        partitions: &[i32],
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Vec<Option<StoredClock>>, PipelineError> {
+        let mut retry = Retry::new(self, "load", shutdown);
+        loop {
+            let result = self
+                .store
+                .clocks(&self.topics.clickstream, partitions)
+                .await;
+            if let Some(clocks) = retry.check(result.map_err(Failure::from)).await? {
+                return Ok(clocks);
+            }
+        }
+    }
+
+    /// A tick on a quiet loader: the assigned partitions that have been read to their end
+    /// get their stored clock if not placed yet, and, after `idle_partition_secs` without a
+    /// record, follow the wall clock (`clock_before` gets the partitions whose clock moved).
+    /// Returns each placed partition's timer horizon.
+    async fn quiet_partitions(
+        &self,
+        consumer: &GroupConsumer,
+        loader: &mut Loader,
+        clock_before: &mut BTreeMap<i32, Option<i64>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Vec<(i32, i64)>, PipelineError> {
+        let assigned: Vec<i32> = consumer
+            .context()
+            .assigned
+            .lock()
+            .expect("assigned lock")
+            .iter()
+            .copied()
+            .collect();
+        let positions: BTreeMap<i32, i64> = consumer
+            .position()
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Partitions not placed since the last rebalance: their stored clocks, which also
+        // say where the stored batches ended.
+        let unplaced: Vec<i32> = assigned
+            .iter()
+            .copied()
+            .filter(|p| !loader.placed.contains(p))
+            .collect();
+        let stored: BTreeMap<i32, Option<StoredClock>> = if unplaced.is_empty() {
+            BTreeMap::new()
+        } else {
+            let clocks = self.stored_clocks(&unplaced, shutdown).await?;
+            unplaced.into_iter().zip(clocks).collect()
+        };
+        let caught_up: BTreeSet<i32> = assigned
+            .iter()
+            .copied()
+            .filter(|p| {
+                let position = positions
+                    .get(p)
+                    .or_else(|| loader.next_offset.get(p))
+                    .copied()
+                    .or_else(|| stored.get(p).copied().flatten().map(|c| c.next_offset));
+                let high = consumer
+                    .context()
+                    .high
+                    .lock()
+                    .expect("high lock")
+                    .get(p)
+                    .copied()
+                    .filter(|high| *high >= 0);
+                match (position, high) {
+                    (Some(position), Some(high)) => position >= high,
+                    // Nothing ever written to it, nothing stored for it.
+                    (None, Some(0)) => true,
+                    _ => false,
+                }
+            })
+            .collect();
+        // Read to its end, so nothing is to be re-read: the clock after the stored batch.
+        for (partition, stored) in stored {
+            if !caught_up.contains(&partition) {
+                continue;
+            }
+            if let Some(stored) = stored {
+                loader.clocks.advance(partition, stored.after_ms);
+                loader
+                    .next_offset
+                    .entry(partition)
+                    .or_insert(stored.next_offset);
+            }
+            loader.placed.insert(partition);
+            loader
+                .last_record
+                .entry(partition)
+                .or_insert_with(Instant::now);
+        }
+        if self.config.idle_partition_secs > 0 {
+            let idle = Duration::from_secs(self.config.idle_partition_secs);
+            let wall = EventTime::now().unix_millis();
+            for partition in &caught_up {
+                let quiet = loader
+                    .last_record
+                    .get(partition)
+                    .is_some_and(|at| at.elapsed() >= idle);
+                let before = loader.clocks.get(*partition);
+                if quiet && loader.placed.contains(partition) && before.is_none_or(|c| c < wall) {
+                    loader.clocks.advance(*partition, wall);
+                    clock_before.insert(*partition, before);
+                }
+            }
+        }
+        let slack_ms = self.config.timer_slack_ms as i64;
+        Ok(loader
+            .placed
+            .iter()
+            .filter(|p| assigned.contains(p))
+            .filter_map(|p| {
+                loader
+                    .clocks
+                    .get(*p)
+                    .map(|c| (*p, c.saturating_sub(slack_ms)))
+            })
+            .collect())
     }
 
     /// Makes batches durable, strictly in order: outputs produced and acknowledged, then
@@ -781,6 +1248,9 @@ impl<S: StateStore + 'static> Pipeline<S> {
         let topic = self.topics.clickstream.as_str();
         let slow = Duration::from_secs(self.config.slow_stage_secs.max(1));
 
+        // This member must still own the batch's partitions.
+        self.ensure_leases(consumer, ready.partitions.iter().copied(), shutdown)
+            .await?;
         // Outputs first; every one acknowledged before anything is stored or committed.
         let t = Instant::now();
         let mut retry = Retry::new(self, "produce", shutdown);
@@ -809,8 +1279,21 @@ impl<S: StateStore + 'static> Pipeline<S> {
         }
         ready.encoded.count_delivered(&self.topics);
 
-        // Then the states, with the latest scores beside them.
+        // Then the states, with the latest scores beside them, if the partitions are still
+        // ours (a zombie's outputs may be duplicates readers drop by key; its states would
+        // overwrite the new owner's).
+        self.ensure_leases(consumer, ready.partitions.iter().copied(), shutdown)
+            .await?;
         let t = Instant::now();
+        let timers = TimerWrites {
+            index: topic,
+            due: ready
+                .due
+                .iter()
+                .map(|(p, user, at)| (*p, user.as_str(), *at))
+                .collect(),
+            clocks: ready.clocks.clone(),
+        };
         let latest: Vec<(&str, &[u8])> = ready
             .latest
             .iter()
@@ -825,7 +1308,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
                 &self.health,
                 "store",
                 slow,
-                self.store.store_with_scores(&states, &latest),
+                self.store.store_batch(&states, &latest, &timers),
             )
             .await;
             metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "store")
@@ -838,6 +1321,9 @@ impl<S: StateStore + 'static> Pipeline<S> {
             .record(t.elapsed().as_secs_f64());
 
         // Finally the offsets: the next record of each partition.
+        if ready.ends.is_empty() {
+            return Ok(());
+        }
         let t = Instant::now();
         let mut list = TopicPartitionList::new();
         for (partition, last) in &ready.ends {
@@ -863,6 +1349,35 @@ impl<S: StateStore + 'static> Pipeline<S> {
         metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "batch")
             .record(ready.started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+impl<S: StateStore> Pipeline<S> {
+    /// Checks (renewing if due) that this member still holds the leases of `partitions`;
+    /// a store outage is retried like any other, a lease another member took is fatal.
+    async fn ensure_leases(
+        &self,
+        consumer: &GroupConsumer,
+        partitions: impl Iterator<Item = i32> + Clone,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
+        let leases = &consumer.context().leases;
+        let mut retry = Retry::new(self, "lease", shutdown);
+        loop {
+            let result = match leases.ensure(partitions.clone()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(LeaseLost { partition, holder })) => {
+                    Err(Failure::Fatal(PipelineError::LeaseLost {
+                        partition,
+                        holder,
+                    }))
+                }
+                Err(e) => Err(Failure::from(e)),
+            };
+            if retry.check(result).await?.is_some() {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -896,13 +1411,21 @@ impl<S: StateStore> Pipeline<S> {
         inputs: &[Input],
         loaded: Vec<Loaded>,
         now: EventTime,
+        timers: Timers<'_>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(Processed, Triggers), PipelineError> {
         let t = Instant::now();
         let scorer = self.model.current();
         let rules = self.campaigns.as_ref().map(Campaigns::rules);
-        let processed =
-            process::process(&scorer, &self.config, rules.as_deref(), inputs, loaded, now)?;
+        let processed = process::process(
+            &scorer,
+            &self.config,
+            rules.as_deref(),
+            inputs,
+            loaded,
+            now,
+            timers,
+        )?;
         metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
         metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
             .record(t.elapsed().as_secs_f64());
@@ -1143,6 +1666,7 @@ impl<S: StateStore> Pipeline<S> {
         batch: &[Received],
         decoded: Decoded,
         summary: &mut RunSummary,
+        clocks: &mut Clocks,
         shutdown: &watch::Receiver<bool>,
         started: Instant,
     ) -> Result<(), PipelineError> {
@@ -1226,7 +1750,14 @@ impl<S: StateStore> Pipeline<S> {
                     .filter_map(|(user, l)| l.as_ref().ok().map(|s| (*user, s.clone())))
                     .collect();
 
-            let (processed, triggers) = self.decide(&inputs, loaded, now, shutdown).await?;
+            // Timers fire with the batch's users (their own events and the batch's clock);
+            // users who send nothing more wait for their next event in this mode.
+            let mut attempt_clocks = clocks.clone();
+            let timers = Timers {
+                clocks: &mut attempt_clocks,
+                due_users: &[],
+            };
+            let (processed, triggers) = self.decide(&inputs, loaded, now, timers, shutdown).await?;
             let mut letters = decode_letters.clone();
             for rejected in &processed.rejected {
                 letters.push(dead_letter(
@@ -1271,10 +1802,16 @@ impl<S: StateStore> Pipeline<S> {
                     states.iter().map(|(u, b)| (*u, b.as_slice())).collect();
                 let latest_refs: Vec<(&str, &[u8])> =
                     latest.iter().map(|(u, b)| (*u, b.as_slice())).collect();
+                self.ensure_leases(consumer, ends.keys().copied(), shutdown)
+                    .await
+                    .map_err(TxnError::Fatal)?;
                 let mut retry = Retry::new(self, "store", shutdown);
                 loop {
                     let t = Instant::now();
-                    let result = self.store.store_raw(&state_refs, &latest_refs).await;
+                    let result = self
+                        .store
+                        .store_raw(&state_refs, &latest_refs, &TimerWrites::default())
+                        .await;
                     metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "store")
                         .record(t.elapsed().as_secs_f64());
                     match retry.check(result.map_err(Failure::from)).await {
@@ -1293,6 +1830,7 @@ impl<S: StateStore> Pipeline<S> {
             .await;
             match attempt {
                 Ok(()) => {
+                    *clocks = attempt_clocks;
                     metrics::counter!(telemetry::TRANSACTIONS, "outcome" => "committed")
                         .increment(1);
                     metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "transaction")

@@ -53,6 +53,8 @@ pub const CAMPAIGN_DECISIONS: &str = "tierflow_campaign_decisions_total";
 pub const CONSUMER_ERRORS: &str = "tierflow_consumer_errors_total";
 /// Polls of the rules file, label `outcome`: reloaded, unchanged, refused.
 pub const RULES_RELOADS: &str = "tierflow_rules_reloads_total";
+/// Partition leases taken from a previous owner that never released them.
+pub const LEASE_TAKEOVERS: &str = "tierflow_lease_takeovers_total";
 /// Offset commits that failed (the batch will be replayed, idempotently), label `reason`.
 pub const COMMIT_FAILURES: &str = "tierflow_commit_failures_total";
 /// Partitions assigned to this process.
@@ -86,6 +88,7 @@ pub const ALL: &[&str] = &[
     CAMPAIGN_DECISIONS,
     CONSUMER_ERRORS,
     RULES_RELOADS,
+    LEASE_TAKEOVERS,
     COMMIT_FAILURES,
     ASSIGNED_PARTITIONS,
     MODEL_INFO,
@@ -114,6 +117,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 fn describe() {
     describe_counter!(EVENTS_IN, "Records consumed from the input topics");
     describe_counter!(CONSUMER_ERRORS, "Errors the consumer reported");
+    describe_counter!(
+        LEASE_TAKEOVERS,
+        "Partition leases taken from a previous owner that never released them"
+    );
     describe_counter!(
         RULES_RELOADS,
         "Polls of the campaign rules file, by outcome"

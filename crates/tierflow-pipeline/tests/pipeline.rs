@@ -126,6 +126,8 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
         group_id: unique_name("group"),
         // Small batches: many batches, users spread over several of them.
         batch_max_events: 400,
+        // Event time only: the offline reference has no wall clock.
+        idle_partition_secs: 0,
         ..PipelineConfig::default()
     };
     let summary = run_to_end(

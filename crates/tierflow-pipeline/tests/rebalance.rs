@@ -135,6 +135,8 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
         group_id: unique_name("group"),
         // Small batches, so a rebalance always finds batches in flight.
         batch_max_events: 50,
+        // Event time only: the offline reference has no wall clock.
+        idle_partition_secs: 0,
         ..PipelineConfig::default()
     };
     let long = Duration::from_secs(180);

@@ -85,7 +85,7 @@ pub struct Timer {
 ///
 /// Cooldowns, caps and budgets are not here: they are governance, kept in Redis by the
 /// governor (or in a [`crate::Ledger`]), because they span campaigns, users and partitions.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleState {
     /// Armed timers, sorted by `(due, campaign)`.
     pub timers: Vec<Timer>,
@@ -102,6 +102,9 @@ pub struct RuleState {
     pub last_cart_add: Option<EventTime>,
     /// Newest `checkout_start` or `purchase`.
     pub last_checkout: Option<EventTime>,
+    /// The scores of the newest update: what a trigger fired by the passing of time reports
+    /// (the user sent nothing since).
+    pub last_scores: Option<Scores>,
 }
 
 impl RuleState {
@@ -248,6 +251,7 @@ impl RuleSet {
             }
             _ => {}
         }
+        state.last_scores = Some(update.scores.clone());
         if state.last_visit.is_none_or(|v| ts > v) {
             state.last_visit = Some(ts);
             for campaign in &self.campaigns {

@@ -66,6 +66,21 @@ impl RedisConfig {
         format!("{}:s:{user}", self.key_prefix)
     }
 
+    /// The timer index of `partition` of `index` (a sorted set: user → next deadline).
+    pub fn due_key(&self, index: &str, partition: i32) -> String {
+        format!("{}:due:{index}:{partition}", self.key_prefix)
+    }
+
+    /// The event-time clock of `partition` of `index`.
+    pub fn clock_key(&self, index: &str, partition: i32) -> String {
+        format!("{}:clock:{index}:{partition}", self.key_prefix)
+    }
+
+    /// Where the lease `name` (a partition's, say) is kept.
+    pub fn lease_key(&self, name: &str) -> String {
+        format!("{}:lease:{name}", self.key_prefix)
+    }
+
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.state_ttl_secs)
     }

@@ -13,7 +13,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError};
 
 use crate::config::RedisConfig;
-use crate::{StateStore, StoreError};
+use crate::{StateStore, StoreError, StoredClock, TimerWrites};
 
 /// Which of a user's keys [`RedisStore::forget`] found and deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,6 +146,37 @@ impl RedisStore {
             .collect())
     }
 
+    /// Single-key commands in one round trip: a pipeline on one node, concurrent commands
+    /// over the multiplexed connection on a Cluster (where a pipeline may not cross slots).
+    async fn per_key<T: redis::FromRedisValue + Send>(
+        &self,
+        commands: &[redis::Cmd],
+    ) -> Result<Vec<T>, StoreError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(|connection| async move {
+            match connection {
+                Connection::Single(mut c) => {
+                    let mut pipeline = redis::pipe();
+                    for command in commands {
+                        pipeline.add_command(command.clone());
+                    }
+                    pipeline.query_async::<Vec<T>>(&mut c).await
+                }
+                Connection::Cluster(c) => {
+                    futures_util::future::try_join_all(
+                        commands
+                            .iter()
+                            .map(|command| query::<T>(command, Connection::Cluster(c.clone()))),
+                    )
+                    .await
+                }
+            }
+        })
+        .await
+    }
+
     /// Runs one request (a command or a pipeline), retrying retriable failures with
     /// doubling backoff. Each attempt is one round trip.
     async fn run<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
@@ -257,8 +288,9 @@ impl StateStore for RedisStore {
         &self,
         states: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
+        timers: &TimerWrites<'_>,
     ) -> Result<(), StoreError> {
-        if states.is_empty() && scores.is_empty() {
+        if states.is_empty() && scores.is_empty() && timers.is_empty() {
             return Ok(());
         }
         let ttl_ms = self.config.ttl().as_millis() as u64;
@@ -275,6 +307,27 @@ impl StateStore for RedisStore {
                     .iter()
                     .map(|(user, record)| set(self.config.score_key(user), record)),
             )
+            .chain(timers.due.iter().map(|(partition, user, at)| {
+                let key = self.config.due_key(timers.index, *partition);
+                match at {
+                    Some(at) => {
+                        let mut zadd = redis::cmd("ZADD");
+                        zadd.arg(key).arg(*at).arg(*user);
+                        zadd
+                    }
+                    None => {
+                        let mut zrem = redis::cmd("ZREM");
+                        zrem.arg(key).arg(*user);
+                        zrem
+                    }
+                }
+            }))
+            .chain(timers.clocks.iter().map(|(partition, clock)| {
+                let mut set = redis::cmd("SET");
+                set.arg(self.config.clock_key(timers.index, *partition))
+                    .arg(clock.encode());
+                set
+            }))
             .collect();
         self.run(|connection| {
             let sets = &sets;
@@ -299,6 +352,49 @@ impl StateStore for RedisStore {
         .await
     }
 
+    async fn due_users(
+        &self,
+        index: &str,
+        up_to: &[(i32, i64)],
+        limit: usize,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let ranges: Vec<redis::Cmd> = up_to
+            .iter()
+            .map(|(partition, up_to)| {
+                let mut range = redis::cmd("ZRANGEBYSCORE");
+                range
+                    .arg(self.config.due_key(index, *partition))
+                    .arg("-inf")
+                    .arg(*up_to)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit);
+                range
+            })
+            .collect();
+        self.per_key(&ranges).await
+    }
+
+    async fn clocks(
+        &self,
+        index: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<Option<StoredClock>>, StoreError> {
+        let gets: Vec<redis::Cmd> = partitions
+            .iter()
+            .map(|partition| {
+                let mut get = redis::cmd("GET");
+                get.arg(self.config.clock_key(index, *partition));
+                get
+            })
+            .collect();
+        let values: Vec<Option<String>> = self.per_key(&gets).await?;
+        Ok(values
+            .into_iter()
+            .map(|v| v.as_deref().and_then(StoredClock::decode))
+            .collect())
+    }
+
     async fn latest_scores(&self, users: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if users.is_empty() {
             return Ok(Vec::new());
@@ -313,4 +409,68 @@ impl StateStore for RedisStore {
     fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
+
+    async fn claim_leases(
+        &self,
+        owner: &str,
+        names: &[String],
+        ttl: Duration,
+        force: bool,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let ttl_ms = (ttl.as_millis() as u64).max(1);
+        let force = u8::from(force);
+        let claims: Vec<redis::Cmd> = names
+            .iter()
+            .map(|name| {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(CLAIM_LEASE)
+                    .arg(1)
+                    .arg(self.config.lease_key(name))
+                    .arg(owner)
+                    .arg(ttl_ms)
+                    .arg(force);
+                eval
+            })
+            .collect();
+        let holders: Vec<String> = self.per_key(&claims).await?;
+        Ok(holders
+            .into_iter()
+            .map(|holder| (!holder.is_empty()).then_some(holder))
+            .collect())
+    }
+
+    async fn release_leases(&self, owner: &str, names: &[String]) -> Result<(), StoreError> {
+        let releases: Vec<redis::Cmd> = names
+            .iter()
+            .map(|name| {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(RELEASE_LEASE)
+                    .arg(1)
+                    .arg(self.config.lease_key(name))
+                    .arg(owner);
+                eval
+            })
+            .collect();
+        let _: Vec<i64> = self.per_key(&releases).await?;
+        Ok(())
+    }
 }
+
+/// Takes a lease that is free or already ours (or any, when forced), for `ARGV[2]` ms;
+/// answers the other holder, or "" when the lease is ours now. One key: fine on a Cluster.
+const CLAIM_LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] or ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ''
+end
+return holder
+";
+
+/// Deletes a lease only if it is still ours.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";

@@ -286,3 +286,49 @@ async fn rediss_connects_with_a_trusted_ca_and_refuses_an_untrusted_server() -> 
     );
     Ok(())
 }
+
+/// Partition leases: one owner at a time, renewable by the owner, released only by it,
+/// expiring by themselves, taken by force when asked.
+async fn leases_have_one_owner(store: &impl StateStore) -> Result<()> {
+    let names = vec!["t:0".to_owned(), "t:1".to_owned()];
+    let long = Duration::from_secs(60);
+    ensure!(store.claim_leases("a", &names, long, false).await? == [None, None]);
+    // The owner renews; another member is told who holds them.
+    ensure!(store.claim_leases("a", &names, long, false).await? == [None, None]);
+    ensure!(
+        store.claim_leases("b", &names, long, false).await?
+            == [Some("a".to_owned()), Some("a".to_owned())]
+    );
+    // Only the owner's release counts.
+    store.release_leases("b", &names[..1]).await?;
+    ensure!(store.claim_leases("b", &names[..1], long, false).await? == [Some("a".to_owned())]);
+    store.release_leases("a", &names[..1]).await?;
+    ensure!(store.claim_leases("b", &names[..1], long, false).await? == [None]);
+    // Forced: taken from its owner, who learns it at its next renewal.
+    ensure!(store.claim_leases("b", &names[1..], long, true).await? == [None]);
+    ensure!(store.claim_leases("a", &names[1..], long, false).await? == [Some("b".to_owned())]);
+    // A lease runs out by itself.
+    let short = vec!["t:2".to_owned()];
+    ensure!(
+        store
+            .claim_leases("a", &short, Duration::from_millis(50), false)
+            .await?
+            == [None]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.claim_leases("b", &short, long, false).await? != [None] {
+        ensure!(Instant::now() < deadline, "the lease outlived its TTL");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_leases_have_one_owner() -> Result<()> {
+    leases_have_one_owner(&store_with_prefix().await?).await
+}
+
+#[tokio::test]
+async fn memory_leases_have_one_owner() -> Result<()> {
+    leases_have_one_owner(&MemoryStore::new()).await
+}

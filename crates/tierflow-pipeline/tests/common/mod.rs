@@ -15,12 +15,14 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tierflow_data::synth::{self, Dials, SynthConfig};
 use tierflow_events::{
-    CampaignTriggered, DeadLetter, Encoding, ErrorClass, TierChanged, UserScore, decode,
+    CampaignTriggered, DeadLetter, Encoding, ErrorClass, Scores, TierChanged, UserScore, decode,
 };
+use tierflow_features::UserState;
 use tierflow_model::{Artifact, ModelHandle};
 use tierflow_pipeline::offline::Expected;
 use tierflow_pipeline::offline::SourceRecord;
 use tierflow_pipeline::{Outcome, TopicsConfig};
+use tierflow_rules::RuleState;
 use tierflow_store::{RedisStore, StateStore};
 use tierflow_stream::consume::committed_offsets;
 use tierflow_stream::consume::partitions;
@@ -117,8 +119,10 @@ impl Read {
     }
 }
 
-/// Reads every partition of `topic` from the beginning, outside any group, until `idle`
-/// passes with nothing new (and at least `at_least` records arrived).
+/// Reads every partition of `topic` from the beginning, outside any group: up to each
+/// partition's end as the broker reports it when the read starts, and then until `idle`
+/// passes with nothing new (and at least `at_least` records arrived). A broker that pauses
+/// longer than `idle` (tansu on SQLite after a restart) does not cut the read short.
 pub(crate) async fn read_all(
     kafka: &KafkaConfig,
     topic: &str,
@@ -130,6 +134,16 @@ pub(crate) async fn read_all(
         .create()
         .context("creating reader")?;
     let ids = tokio::task::block_in_place(|| partitions(kafka, topic))?;
+    // Where each partition ends now; unknown ends are left to the idle rule.
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for p in &ids {
+        if let Ok((_, high)) = tokio::task::block_in_place(|| {
+            consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))
+        }) && high > 0
+        {
+            ends.insert(*p, high);
+        }
+    }
     let mut list = TopicPartitionList::new();
     for p in ids {
         list.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -137,20 +151,30 @@ pub(crate) async fn read_all(
     consumer.assign(&list)?;
     drop(list);
     let mut out = Vec::new();
+    let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
     let started = Instant::now();
     loop {
+        let behind = ends
+            .iter()
+            .any(|(p, end)| reached.get(p).is_none_or(|next| next < end));
         match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(Read {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().unwrap_or_default().to_vec(),
-            }),
-            Ok(Err(e)) => bail!("reading {topic}: {e}"),
-            Err(_) if out.len() >= at_least => break,
-            Err(_) if started.elapsed() > Duration::from_secs(120) => {
-                bail!("{topic}: only {} of at least {at_least} records", out.len())
+            Ok(Ok(m)) => {
+                reached.insert(m.partition(), m.offset() + 1);
+                out.push(Read {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
             }
+            Ok(Err(e)) => bail!("reading {topic}: {e}"),
+            Err(_) if started.elapsed() > Duration::from_secs(120) => {
+                bail!(
+                    "{topic}: only {} records (at least {at_least} wanted, ends {ends:?}, reached {reached:?})",
+                    out.len()
+                )
+            }
+            Err(_) if out.len() >= at_least && !behind => break,
             Err(_) => {}
         }
     }
@@ -479,8 +503,32 @@ pub(crate) async fn check(
     let loaded = store.load(&users).await?;
     for (user, state) in users.iter().zip(loaded) {
         let state = state?.with_context(|| format!("no state for {user} in Redis"))?;
+        let want = &expected.states[*user];
+        // The rule state remembers the last scores: batched inference may differ from the
+        // replay's one-row passes in the last float bits, so those compare with a tolerance.
+        let (got, _) = tierflow_pipeline::campaigns::rule_state(&state);
+        let (wanted, _) = tierflow_pipeline::campaigns::rule_state(want);
+        let close = match (&got.last_scores, &wanted.last_scores) {
+            (Some(a), Some(b)) => scores_close(a, b),
+            (a, b) => a == b,
+        };
         ensure!(
-            state == expected.states[*user],
+            close
+                && RuleState {
+                    last_scores: None,
+                    ..got.clone()
+                } == RuleState {
+                    last_scores: None,
+                    ..wanted.clone()
+                },
+            "rule state of {user} differs from the offline replay:\n stored: {got:?}\n replay: {wanted:?}"
+        );
+        let without_rules = |s: &UserState| UserState {
+            rules: Vec::new(),
+            ..s.clone()
+        };
+        ensure!(
+            without_rules(&state) == without_rules(want),
             "state of {user} differs from the offline replay"
         );
     }
@@ -529,4 +577,16 @@ pub(crate) async fn check(
         );
     }
     Ok(())
+}
+
+/// Scores equal up to float noise (batched against one-row inference).
+pub(crate) fn scores_close(a: &Scores, b: &Scores) -> bool {
+    let near = |x: f64, y: f64| (x - y).abs() <= 1e-4 * (1.0 + x.abs().max(y.abs()));
+    a.tier_probabilities.len() == b.tier_probabilities.len()
+        && a.tier_probabilities
+            .iter()
+            .zip(&b.tier_probabilities)
+            .all(|(x, y)| near(f64::from(*x), f64::from(*y)))
+        && near(f64::from(a.churn_risk), f64::from(b.churn_risk))
+        && near(a.expected_value, b.expected_value)
 }

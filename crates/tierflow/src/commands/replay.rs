@@ -187,6 +187,9 @@ fn namespaced(mut config: Config, name: &str) -> Result<Config> {
         *topic = format!("{topic}.{name}");
     }
     config.pipeline.group_id = format!("{}.replay.{name}", config.pipeline.group_id);
+    // History's clock is its event time: once the replay is read to its end the wall clock
+    // would fire every timer of every user at once.
+    config.pipeline.idle_partition_secs = 0;
     // Transactions would fence the live process if the id were shared.
     if let Some(id) = &mut config.pipeline.transactional_id {
         *id = format!("{id}.replay.{name}");
