@@ -343,7 +343,10 @@ mod tests {
         )
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Paused time: the waiter's polls advance the clock instantly, so "still waiting after
+    // 200 ms" is many refused claims, not a wall-clock guess. (The memory store's 60 s
+    // leases run on the real clock and cannot expire meanwhile.)
+    #[tokio::test(start_paused = true)]
     async fn a_new_owner_waits_for_the_release_and_the_old_one_then_fails_its_check() {
         let store = Arc::new(MemoryStore::new());
         let old = Arc::new(leases(&store, 60_000, 60_000));
@@ -356,8 +359,13 @@ mod tests {
             let new = Arc::clone(&new);
             async move { new.acquire(&[1]).await }
         });
+        let rounds_before = store.round_trips();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!waiting.is_finished(), "took a partition still leased");
+        assert!(
+            store.round_trips() >= rounds_before + 3,
+            "the new owner did not keep asking for the lease"
+        );
         old.release(&[1], true).await;
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
