@@ -149,12 +149,22 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     .await?;
     let total = sink.finish().await?.records;
 
-    // Wait until every record went through a member (or one stopped with an error).
+    // Wait until the group's committed offsets reach the end of every partition (or a member
+    // stopped with an error). Counting records is not enough: a rebalance replays records.
     let caught_up = Instant::now();
+    let stream_ends = tokio::task::block_in_place(|| high_watermarks(&kafka, &topics.clickstream))?;
     loop {
         let done: u64 = members.iter().map(|(h, _)| h.records()).sum();
-        if done >= total || members.iter().any(|(_, task)| task.is_finished()) {
+        if members.iter().any(|(_, task)| task.is_finished()) {
             break;
+        }
+        if done >= total {
+            let committed = tokio::task::block_in_place(|| {
+                committed_offsets(&kafka, GROUP, &topics.clickstream)
+            })?;
+            if committed == stream_ends {
+                break;
+            }
         }
         if caught_up.elapsed() > CATCH_UP {
             progress.abort();
