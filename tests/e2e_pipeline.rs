@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use burn::prelude::Device;
 use pipeline_common::{
-    Read, check, check_triggers, ends, generated, observe, produce_records, synthetic, test_kafka,
-    topics,
+    Read, check, check_exposures, check_outcomes, check_triggers, ends, generated, observe,
+    produce_records, synthetic, test_kafka, topics,
 };
 use rand::{Rng, SeedableRng};
 use tierflow_model::{Artifact, Scorer};
@@ -84,6 +84,7 @@ clickstream = "{clickstream}"
 tier_changed = "{tier_changed}"
 campaign_triggered = "{campaign_triggered}"
 campaign_control = "{campaign_control}"
+campaign_outcome = "{campaign_outcome}"
 user_score = "{user_score}"
 dead_letter = "{dead_letter}"
 
@@ -108,6 +109,7 @@ rules = "{rules}"
         tier_changed = topics.tier_changed,
         campaign_triggered = topics.campaign_triggered,
         campaign_control = topics.campaign_control,
+        campaign_outcome = topics.campaign_outcome,
         rules = rules_file().display(),
         user_score = topics.user_score,
         dead_letter = topics.dead_letter,
@@ -334,7 +336,12 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
     })
     .await?;
     let checked = match check(&observed, &expected, &store, scorer.version(), true).await {
-        Ok(()) => check_triggers(&observed, &expected, true),
+        Ok(()) => check_triggers(&observed, &expected, true)
+            .and_then(|()| check_outcomes(&observed, &expected, &rules, true).map(drop)),
+        Err(e) => Err(e),
+    };
+    let checked = match checked {
+        Ok(()) => check_exposures(&observed, &store, &rules).await.map(drop),
         Err(e) => Err(e),
     };
     if let Err(e) = checked {

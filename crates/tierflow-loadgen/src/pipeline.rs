@@ -130,6 +130,7 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
         tier_changed: format!("{run}.tier_changed"),
         campaign_triggered: format!("{run}.campaign_triggered"),
         campaign_control: format!("{run}.campaign_control"),
+        campaign_outcome: format!("{run}.campaign_outcome"),
         user_score: format!("{run}.user_score"),
         dead_letter: format!("{run}.dead_letter"),
         partitions: args.partitions,

@@ -12,9 +12,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
-use tierflow_events::{CampaignTriggered, EventTime, Scores, Tier};
+use tierflow_events::{CampaignArm, CampaignTriggered, ClickEvent, EventTime, Scores, Tier};
 use tierflow_features::UserState;
-use tierflow_rules::{Candidate, Decision, GovernContext, Ledger, RuleSet, RuleState, Verdict};
+use tierflow_features::spec::ALLOWED_LATENESS_MS;
+use tierflow_rules::{
+    Attribution, Candidate, Decision, Exposure, Exposures, GovernContext, Ledger, RuleSet,
+    RuleState, Verdict,
+};
 use tierflow_store::{GovernCandidate, GovernRequest, GovernVerdict, Governor};
 
 /// The campaign layer of one pipeline: the rules (swappable while running) and the
@@ -166,10 +170,10 @@ pub fn rule_state(state: &UserState) -> (RuleState, Option<String>) {
 /// starts with bincode's varint length of `timers` (at most `MAX_CAMPAIGNS` = 256), whose
 /// first byte is never 255.
 const RULE_STATE_MARKER: u8 = 0xFF;
-/// Version 2 added `last_scores`.
-const RULE_STATE_VERSION: u8 = 2;
+/// Version 2 added `last_scores`; version 3 added `exposures`.
+const RULE_STATE_VERSION: u8 = 3;
 
-/// The rule state as the first format stored it (no `last_scores`).
+/// The rule state as the first format stored it (no `last_scores`, no `exposures`).
 #[derive(serde::Deserialize)]
 struct RuleStateV1 {
     timers: Vec<tierflow_rules::Timer>,
@@ -180,27 +184,64 @@ struct RuleStateV1 {
     last_checkout: Option<EventTime>,
 }
 
+/// Version 2: the first format and `last_scores` (bincode has no `flatten`).
+#[derive(serde::Deserialize)]
+struct RuleStateV2 {
+    timers: Vec<tierflow_rules::Timer>,
+    thresholds_held: Vec<String>,
+    first_purchase_seen: bool,
+    last_visit: Option<EventTime>,
+    last_cart_add: Option<EventTime>,
+    last_checkout: Option<EventTime>,
+    last_scores: Option<Scores>,
+}
+
+impl From<RuleStateV1> for RuleStateV2 {
+    fn from(v1: RuleStateV1) -> Self {
+        Self {
+            timers: v1.timers,
+            thresholds_held: v1.thresholds_held,
+            first_purchase_seen: v1.first_purchase_seen,
+            last_visit: v1.last_visit,
+            last_cart_add: v1.last_cart_add,
+            last_checkout: v1.last_checkout,
+            last_scores: None,
+        }
+    }
+}
+
+impl From<RuleStateV2> for RuleState {
+    fn from(v2: RuleStateV2) -> Self {
+        Self {
+            timers: v2.timers,
+            thresholds_held: v2.thresholds_held,
+            first_purchase_seen: v2.first_purchase_seen,
+            last_visit: v2.last_visit,
+            last_cart_add: v2.last_cart_add,
+            last_checkout: v2.last_checkout,
+            last_scores: v2.last_scores,
+            exposures: Exposures::default(),
+        }
+    }
+}
+
 fn decode_rule_state(bytes: &[u8]) -> Result<RuleState, String> {
     let config = bincode::config::standard();
-    match bytes {
+    let decoded = match bytes {
         [RULE_STATE_MARKER, RULE_STATE_VERSION, rest @ ..] => {
-            bincode::serde::decode_from_slice(rest, config)
-                .map(|(rules, _)| rules)
-                .map_err(|e| e.to_string())
+            bincode::serde::decode_from_slice(rest, config).map(|(rules, _)| rules)
         }
-        [RULE_STATE_MARKER, version, ..] => Err(format!("unknown rule state version {version}")),
+        [RULE_STATE_MARKER, 2, rest @ ..] => {
+            bincode::serde::decode_from_slice::<RuleStateV2, _>(rest, config)
+                .map(|(v2, _)| v2.into())
+        }
+        [RULE_STATE_MARKER, version, ..] => {
+            return Err(format!("unknown rule state version {version}"));
+        }
         legacy => bincode::serde::decode_from_slice::<RuleStateV1, _>(legacy, config)
-            .map(|(v1, _)| RuleState {
-                timers: v1.timers,
-                thresholds_held: v1.thresholds_held,
-                first_purchase_seen: v1.first_purchase_seen,
-                last_visit: v1.last_visit,
-                last_cart_add: v1.last_cart_add,
-                last_checkout: v1.last_checkout,
-                last_scores: None,
-            })
-            .map_err(|e| e.to_string()),
-    }
+            .map(|(v1, _)| RuleStateV2::from(v1).into()),
+    };
+    decoded.map_err(|e| e.to_string())
 }
 
 /// Keeps `rules` in `state` (written with it).
@@ -349,14 +390,131 @@ pub fn triggered(fired: &Fired, model_version: &str, now: EventTime) -> Campaign
     }
 }
 
+/// The oldest purchase the pipeline still accepts from a user (older ones are dead-lettered
+/// as too late): exposures whose attribution window closed before it can be forgotten.
+pub fn exposure_horizon(state: &UserState) -> Option<EventTime> {
+    state
+        .newest()
+        .map(|n| EventTime::from_unix_millis(n.unix_millis().saturating_sub(ALLOWED_LATENESS_MS)))
+}
+
+/// Forgets the exposures of `rule_state` no purchase `state` can still accept would be
+/// attributed to. Run on every change of a user's state, by the pipeline and the offline
+/// reference alike, so their stored rule states agree however the stream was batched.
+pub fn prune_exposures(rules: &RuleSet, rule_state: &mut RuleState, state: &UserState) {
+    if let Some(horizon) = exposure_horizon(state)
+        && !rule_state.exposures.is_empty()
+    {
+        rule_state.exposures.prune(rules, horizon);
+    }
+}
+
+/// One user's side of attribution for one step (an update offline, a batch in the
+/// pipeline): remembers the new `exposures`, credits each of the `purchases` (applied, not
+/// replayed) to the campaigns whose latest exposure before it covers it, then forgets what
+/// no later purchase can reach. Attribution depends on event times only, so remembering all
+/// of a batch's exposures before crediting its purchases credits what the record-by-record
+/// reference credits.
+pub fn attribute_user(
+    rules: &RuleSet,
+    rule_state: &mut RuleState,
+    state: &UserState,
+    exposures: impl IntoIterator<Item = Exposure>,
+    purchases: &[&ClickEvent],
+) -> Vec<Attribution> {
+    for exposure in exposures {
+        rule_state.exposures.expose(exposure);
+    }
+    let attributions = purchases
+        .iter()
+        .flat_map(|purchase| rule_state.exposures.attribute(rules, purchase))
+        .collect();
+    prune_exposures(rules, rule_state, state);
+    attributions
+}
+
+/// The exposure a published (`Treated`) or held-out (`Control`) trigger stands for.
+pub fn exposure(record: &CampaignTriggered, arm: CampaignArm) -> (String, Exposure) {
+    (record.user_id.clone(), Exposure::from_trigger(record, arm))
+}
+
+/// One user's new exposures and purchases in a batch.
+type Touched<'e> = (Vec<Exposure>, Vec<&'e ClickEvent>);
+
+/// Attribution for a batch after governance: each user's new exposures (the triggers
+/// governance sent or held out) go into the rule state in `states` (the batch's changed
+/// states, written with it), and the batch's applied `purchases` are credited. Returns the
+/// attributions in user order, each user's in purchase order.
+pub fn attribute_batch<'a>(
+    rules: &RuleSet,
+    states: &mut [(String, UserState)],
+    exposures: impl IntoIterator<Item = (String, Exposure)>,
+    purchases: impl IntoIterator<Item = &'a ClickEvent>,
+) -> Vec<Attribution> {
+    let mut touched: Vec<(String, Touched<'a>)> = Vec::new();
+    let mut slot: HashMap<String, usize> = HashMap::new();
+    let mut user_slot = |user: &str, touched: &mut Vec<(String, Touched<'a>)>| -> usize {
+        *slot.entry(user.to_owned()).or_insert_with(|| {
+            touched.push((user.to_owned(), (Vec::new(), Vec::new())));
+            touched.len() - 1
+        })
+    };
+    for (user, exposure) in exposures {
+        let i = user_slot(&user, &mut touched);
+        touched[i].1.0.push(exposure);
+    }
+    for purchase in purchases {
+        let i = user_slot(&purchase.user_id, &mut touched);
+        touched[i].1.1.push(purchase);
+    }
+    if touched.is_empty() {
+        return Vec::new();
+    }
+    let index: HashMap<&str, usize> = states
+        .iter()
+        .enumerate()
+        .map(|(i, (user, _))| (user.as_str(), i))
+        .collect();
+    let mut found: Vec<(usize, Touched<'a>)> = Vec::new();
+    for (user, touched) in touched {
+        match index.get(user.as_str()) {
+            Some(i) => found.push((*i, touched)),
+            // Every user with a trigger or an applied purchase changed state this batch.
+            None => {
+                tracing::error!(user = %user, "attribution for a user whose state did not change; skipped")
+            }
+        }
+    }
+    let mut attributions = Vec::new();
+    drop(index);
+    for (i, (exposures, purchases)) in found {
+        let state = &mut states[i].1;
+        let (mut rule_state, unreadable) = rule_state(state);
+        if let Some(reason) = unreadable {
+            tracing::warn!(user = %states[i].0, %reason, "rule state unreadable; starting afresh");
+        }
+        attributions.extend(attribute_user(
+            rules,
+            &mut rule_state,
+            state,
+            exposures,
+            &purchases,
+        ));
+        keep_rule_state(state, &rule_state);
+    }
+    attributions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tierflow_events::CampaignArm;
 
-    /// A rule state stored by the first format (no version, no `last_scores`) still reads,
-    /// timers and all; a new one round-trips with its scores.
+    /// A rule state stored by the first format (no version, no `last_scores`) or the second
+    /// (no `exposures`) still reads, timers and all; a new one round-trips with its scores
+    /// and exposures.
     #[test]
-    fn rule_states_of_both_formats_read_back() {
+    fn rule_states_of_every_format_read_back() {
         #[derive(serde::Serialize)]
         struct V1 {
             timers: Vec<tierflow_rules::Timer>,
@@ -392,11 +550,43 @@ mod tests {
         assert!(read.first_purchase_seen);
         assert_eq!(read.last_scores, None);
 
-        let mut new = read.clone();
-        new.last_scores = Some(Scores {
+        let scores = Scores {
             tier_probabilities: vec![0.5, 0.5],
             churn_risk: 0.25,
             expected_value: 12.5,
+        };
+        #[derive(serde::Serialize)]
+        struct V2 {
+            v1: V1,
+            last_scores: Option<Scores>,
+        }
+        let mut v2 = vec![RULE_STATE_MARKER, 2];
+        let v2_state = V2 {
+            v1,
+            last_scores: Some(scores.clone()),
+        };
+        bincode::serde::encode_into_std_write(&v2_state, &mut v2, bincode::config::standard())
+            .unwrap();
+        let (read_v2, problem) = rule_state(&UserState {
+            rules: v2,
+            ..UserState::default()
+        });
+        assert_eq!(problem, None);
+        assert_eq!(
+            read_v2,
+            RuleState {
+                last_scores: Some(scores.clone()),
+                ..read.clone()
+            }
+        );
+
+        let mut new = read.clone();
+        new.last_scores = Some(scores);
+        new.exposures.expose(Exposure {
+            campaign: "cart".into(),
+            fired_at: EventTime::from_unix_millis(61_000),
+            trigger_key: "ct/u/cart/61000/e1".into(),
+            arm: CampaignArm::Treated,
         });
         keep_rule_state(&mut state, &new);
         assert_eq!(state.rules[0], RULE_STATE_MARKER);

@@ -18,6 +18,9 @@ pub struct TopicsConfig {
     /// Triggers held out for a campaign's control group (`would_have_triggered`): the same
     /// record as `campaign_triggered`, on a topic campaign engines do not read.
     pub campaign_control: String,
+    /// Purchases attributed to a trigger (sent or held out) within its campaign's
+    /// attribution window: one `campaign_outcome` record per purchase and campaign.
+    pub campaign_outcome: String,
     /// Compacted: the latest score per user.
     pub user_score: String,
     pub dead_letter: String,
@@ -32,6 +35,7 @@ impl Default for TopicsConfig {
             tier_changed: "tierflow.tier_changed".into(),
             campaign_triggered: "tierflow.campaign_triggered".into(),
             campaign_control: "tierflow.campaign_control".into(),
+            campaign_outcome: "tierflow.campaign_outcome".into(),
             user_score: "tierflow.user_score".into(),
             dead_letter: "tierflow.dead_letter".into(),
             partitions: 6,
@@ -47,6 +51,7 @@ impl TopicsConfig {
             TopicSpec::new(&self.tier_changed, self.partitions),
             TopicSpec::new(&self.campaign_triggered, self.partitions),
             TopicSpec::new(&self.campaign_control, self.partitions),
+            TopicSpec::new(&self.campaign_outcome, self.partitions),
             TopicSpec::new(&self.user_score, self.partitions).compacted(),
             TopicSpec::new(&self.dead_letter, self.partitions),
         ]

@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tierflow_events::{ClickEvent, ErrorClass, EventTime, Tier};
+use tierflow_events::{CampaignArm, ClickEvent, ErrorClass, EventTime, EventType, Tier};
 use tierflow_features::{Applied, UserState, features};
 use tierflow_model::{ScoreError, Scorer};
-use tierflow_rules::{Ledger, RuleSet, Update};
+use tierflow_rules::{Attribution, Exposure, Ledger, RuleSet, Update};
 
 use crate::campaigns::{self, Fired, Outcome};
 use crate::config::PipelineConfig;
@@ -46,6 +46,9 @@ pub struct Expected {
     /// Every campaign rule that fired, by idempotency key: its campaign and what governance
     /// (in memory, as the Redis governor decides) made of it.
     pub triggers: BTreeMap<String, PredictedTrigger>,
+    /// Every purchase attributed to a trigger (sent or held out), by the `campaign_outcome`
+    /// idempotency key.
+    pub outcomes: BTreeMap<String, Attribution>,
 }
 
 /// A campaign trigger the reference predicts.
@@ -157,7 +160,20 @@ pub fn replay_with(
                             group: 1,
                         },
                     ));
-                    predict(rules, &mut ledger, &fired, &mut expected.triggers);
+                    let exposures = predict(rules, &mut ledger, &fired, &mut expected.triggers);
+                    let purchase = [&event];
+                    let purchases: &[&ClickEvent] = if event.event_type == EventType::Purchase {
+                        &purchase
+                    } else {
+                        &[]
+                    };
+                    for attribution in
+                        campaigns::attribute_user(rules, rule_state, state, exposures, purchases)
+                    {
+                        expected
+                            .outcomes
+                            .insert(attribution.idempotency_key(), attribution);
+                    }
                 }
                 if let Some((from, to)) = decision.change() {
                     expected.tier_changes.insert(
@@ -176,7 +192,8 @@ pub fn replay_with(
                     .insert(event.user_id.clone(), decision.tier());
             }
         }
-        if let Some(rule_state) = rule_state {
+        if let (Some(rules), Some(mut rule_state)) = (rules, rule_state) {
+            campaigns::prune_exposures(rules, &mut rule_state, state);
             campaigns::keep_rule_state(state, &rule_state);
         }
     }
@@ -211,24 +228,40 @@ pub fn replay_with(
                 })
                 .collect();
             if !fired.is_empty() {
+                let exposures = predict(rules, &mut ledger, &fired, &mut expected.triggers);
+                campaigns::attribute_user(rules, &mut rule_state, state, exposures, &[]);
                 campaigns::keep_rule_state(state, &rule_state);
-                predict(rules, &mut ledger, &fired, &mut expected.triggers);
             }
         }
     }
     Ok(expected)
 }
 
-/// Governs one update's (or one user's end-of-stream) fired rules and records them.
+/// Governs one update's (or one user's end-of-stream) fired rules and records them; returns
+/// the exposures: the triggers sent (treated) or held out (control).
 fn predict(
     rules: &RuleSet,
     ledger: &mut Ledger,
     fired: &[Fired],
     triggers: &mut BTreeMap<String, PredictedTrigger>,
-) {
+) -> Vec<Exposure> {
+    let mut exposures = Vec::new();
     for user in campaigns::by_user(fired) {
         let outcomes = campaigns::govern_offline(rules, ledger, &user);
         for (f, outcome) in user.iter().zip(outcomes) {
+            let arm = match outcome {
+                Outcome::Sent => Some(CampaignArm::Treated),
+                Outcome::Held => Some(CampaignArm::Control),
+                Outcome::Suppressed(_) => None,
+            };
+            if let Some(arm) = arm {
+                exposures.push(Exposure {
+                    campaign: f.candidate.campaign.clone(),
+                    fired_at: f.candidate.fired_at,
+                    trigger_key: f.candidate.idempotency_key(&f.user_id),
+                    arm,
+                });
+            }
             triggers.insert(
                 f.candidate.idempotency_key(&f.user_id),
                 PredictedTrigger {
@@ -243,4 +276,5 @@ fn predict(
             );
         }
     }
+    exposures
 }

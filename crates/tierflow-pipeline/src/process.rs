@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
-use tierflow_events::{ClickEvent, ErrorClass, EventTime, ReasonCode, TierChanged, UserScore};
+use tierflow_events::{
+    ClickEvent, ErrorClass, EventTime, EventType, ReasonCode, TierChanged, UserScore,
+};
 use tierflow_features::{Applied, UserState, spec::ALLOWED_LATENESS_MS, write_features};
 use tierflow_model::{ScoreBatch, ScoreError, Scorer};
 use tierflow_store::Loaded;
@@ -69,6 +71,9 @@ pub struct Processed {
     /// The timer index entry of every user whose state was written or who was loaded for a
     /// timer: `(partition, user, next deadline ms)`.
     pub due: Vec<(i32, String, Option<i64>)>,
+    /// With rules: the inputs (indices) that are purchases applied by this batch, for
+    /// attribution once governance has decided the batch's triggers.
+    pub purchases: Vec<usize>,
 }
 
 /// Each partition's campaign clock: the newest event time read from it (in offset order).
@@ -220,6 +225,7 @@ pub fn process(
     let mut replayed = vec![false; users.len()];
     let mut counts = BatchCounts::default();
     let mut rejected = Vec::new();
+    let mut purchases = Vec::new();
     let width = scorer.width();
     let mut rows: Vec<f32> = Vec::with_capacity(inputs.len() * width);
     let mut meta: Vec<RowMeta> = Vec::with_capacity(inputs.len());
@@ -251,6 +257,9 @@ pub fn process(
         match state.apply(&input.event) {
             Applied::Updated => {
                 counts.applied += 1;
+                if rules.is_some() && input.event.event_type == EventType::Purchase {
+                    purchases.push(i);
+                }
                 let as_of = state.newest().unwrap_or(input.event.ts);
                 let at = rows.len();
                 rows.resize(at + width, 0.0);
@@ -460,7 +469,8 @@ pub fn process(
         .zip(rule_states)
         .filter_map(|(((user, state), dirty), rule_state)| match state {
             Ok(mut state) if *dirty => {
-                if let Some(rule_state) = rule_state {
+                if let (Some(rules), Some(mut rule_state)) = (rules, rule_state) {
+                    campaigns::prune_exposures(rules, &mut rule_state, &state);
                     campaigns::keep_rule_state(&mut state, &rule_state);
                 }
                 Some(((*user).to_owned(), state))
@@ -479,6 +489,7 @@ pub fn process(
         scored_tiers,
         fired,
         due,
+        purchases,
     })
 }
 

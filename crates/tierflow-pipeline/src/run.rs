@@ -28,11 +28,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
 use tierflow_events::{
-    Bytes, CampaignTriggered, ClickEvent, Contract, DeadLetter, DecodeError, ErrorClass, EventTime,
+    Bytes, CampaignArm, CampaignOutcome, CampaignTriggered, ClickEvent, Contract, DeadLetter,
+    DecodeError, ErrorClass, EventTime,
 };
 use tierflow_features::UserState;
 use tierflow_model::{ModelHandle, ScoreError};
-use tierflow_rules::RuleSet;
+use tierflow_rules::{Attribution, RuleSet};
 use tierflow_store::Loaded;
 use tierflow_store::{StateStore, StoreError, StoredClock, TimerWrites, Versioned};
 use tierflow_stream::{
@@ -1417,7 +1418,7 @@ impl<S: StateStore> Pipeline<S> {
         let t = Instant::now();
         let scorer = self.model.current();
         let rules = self.campaigns.as_ref().map(Campaigns::rules);
-        let processed = process::process(
+        let mut processed = process::process(
             &scorer,
             &self.config,
             rules.as_deref(),
@@ -1429,9 +1430,29 @@ impl<S: StateStore> Pipeline<S> {
         metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
         metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
             .record(t.elapsed().as_secs_f64());
-        let triggers = self
+        let mut triggers = self
             .govern(&processed, rules.as_deref(), now, shutdown)
             .await?;
+        if let Some(rules) = rules.as_deref() {
+            // The triggers governance sent or held out become exposures in their users'
+            // states (stored with this batch); the batch's purchases are credited to them.
+            let exposures = triggers
+                .sent
+                .iter()
+                .map(|t| campaigns::exposure(t, CampaignArm::Treated))
+                .chain(
+                    triggers
+                        .held
+                        .iter()
+                        .map(|t| campaigns::exposure(t, CampaignArm::Control)),
+                );
+            let purchases = processed.purchases.iter().map(|i| &inputs[*i].event);
+            triggers.outcomes =
+                campaigns::attribute_batch(rules, &mut processed.states, exposures, purchases)
+                    .iter()
+                    .map(Attribution::to_outcome)
+                    .collect();
+        }
         Ok((processed, triggers))
     }
 
@@ -2011,21 +2032,26 @@ fn dead_letter(
     }
 }
 
-/// Campaign triggers governance let through, and those held out for control groups.
+/// Campaign triggers governance let through, those held out for control groups, and the
+/// purchases attributed to earlier ones.
 #[derive(Default)]
 struct Triggers {
     sent: Vec<CampaignTriggered>,
     held: Vec<CampaignTriggered>,
+    outcomes: Vec<CampaignOutcome>,
 }
 
 /// A batch's output records, encoded once (a retry sends the same bytes again).
 struct Encoded {
     campaign_triggered: Vec<(String, Vec<u8>)>,
     campaign_control: Vec<(String, Vec<u8>)>,
+    campaign_outcome: Vec<(String, Vec<u8>)>,
+    /// `(campaign, arm, revenue in cents)` of each outcome, for the metrics once acknowledged.
+    outcome_metrics: Vec<(String, CampaignArm, i64)>,
     tier_changed: Vec<(String, Vec<u8>)>,
     user_score: Vec<(String, Vec<u8>)>,
     dead_letter: Vec<(Option<Vec<u8>>, Vec<u8>)>,
-    headers: [OutputHeaders; 4],
+    headers: [OutputHeaders; 5],
 }
 
 impl Encoded {
@@ -2044,6 +2070,22 @@ impl Encoded {
         Self {
             campaign_triggered: encode_all(triggers.sent),
             campaign_control: encode_all(triggers.held),
+            campaign_outcome: triggers
+                .outcomes
+                .iter()
+                .map(|r| (r.user_id.clone(), tierflow_events::encode(r, encoding)))
+                .collect(),
+            outcome_metrics: triggers
+                .outcomes
+                .iter()
+                .map(|r| {
+                    (
+                        r.campaign.clone(),
+                        r.arm,
+                        (r.revenue * 100.0).round() as i64,
+                    )
+                })
+                .collect(),
             tier_changed: processed
                 .tier_changes
                 .iter()
@@ -2068,6 +2110,7 @@ impl Encoded {
                 OutputHeaders::new(Contract::UserScore, encoding),
                 OutputHeaders::new(Contract::DeadLetter, encoding),
                 OutputHeaders::new(Contract::CampaignTriggered, encoding),
+                OutputHeaders::new(Contract::CampaignOutcome, encoding),
             ],
         }
     }
@@ -2083,12 +2126,14 @@ impl Encoded {
             score_headers,
             letter_headers,
             campaign_headers,
+            outcome_headers,
         ] = &self.headers;
-        let (tier_headers, score_headers, letter_headers, campaign_headers) = (
+        let (tier_headers, score_headers, letter_headers, campaign_headers, outcome_headers) = (
             tier_headers.pairs(),
             score_headers.pairs(),
             letter_headers.pairs(),
             campaign_headers.pairs(),
+            outcome_headers.pairs(),
         );
         for (key, value) in &self.dead_letter {
             producer
@@ -2120,9 +2165,22 @@ impl Encoded {
                 })
                 .await?;
         }
-        for (topic, records) in [
-            (&topics.campaign_triggered, &self.campaign_triggered),
-            (&topics.campaign_control, &self.campaign_control),
+        for (topic, records, headers) in [
+            (
+                &topics.campaign_triggered,
+                &self.campaign_triggered,
+                &campaign_headers,
+            ),
+            (
+                &topics.campaign_control,
+                &self.campaign_control,
+                &campaign_headers,
+            ),
+            (
+                &topics.campaign_outcome,
+                &self.campaign_outcome,
+                &outcome_headers,
+            ),
         ] {
             for (key, value) in records {
                 producer
@@ -2130,7 +2188,7 @@ impl Encoded {
                         topic,
                         key: Some(key.as_bytes()),
                         value,
-                        headers: &campaign_headers,
+                        headers,
                     })
                     .await?;
             }
@@ -2146,11 +2204,22 @@ impl Encoded {
             (&topics.dead_letter, self.dead_letter.len()),
             (&topics.campaign_triggered, self.campaign_triggered.len()),
             (&topics.campaign_control, self.campaign_control.len()),
+            (&topics.campaign_outcome, self.campaign_outcome.len()),
         ] {
             if n > 0 {
                 metrics::counter!(telemetry::RECORDS_OUT, "topic" => topic.clone())
                     .increment(n as u64);
             }
+        }
+        for (campaign, arm, cents) in &self.outcome_metrics {
+            let arm = match arm {
+                CampaignArm::Treated => "treated",
+                CampaignArm::Control => "control",
+            };
+            metrics::counter!(telemetry::CAMPAIGN_OUTCOMES, "campaign" => campaign.clone(), "arm" => arm)
+                .increment(1);
+            metrics::counter!(telemetry::CAMPAIGN_REVENUE_CENTS, "campaign" => campaign.clone(), "arm" => arm)
+                .increment(u64::try_from(*cents).unwrap_or(0));
         }
     }
 }

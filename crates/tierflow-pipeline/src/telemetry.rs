@@ -48,6 +48,14 @@ pub const STALLED: &str = "tierflow_stalled";
 /// `control_holdout`, `cooldown`, `daily_cap`, `budget`, `opted_out`, `lower_priority`,
 /// `retired`).
 pub const CAMPAIGN_DECISIONS: &str = "tierflow_campaign_decisions_total";
+/// Purchases attributed to a campaign's trigger within its attribution window, by campaign
+/// and arm (`treated`, `control`), counted when the `campaign_outcome` record is
+/// acknowledged (a replay after a crash may count one again; the topic's idempotency keys
+/// are exact).
+pub const CAMPAIGN_OUTCOMES: &str = "tierflow_campaign_outcomes_total";
+/// Revenue of those purchases in cents (whatever each purchase's currency), by campaign and
+/// arm.
+pub const CAMPAIGN_REVENUE_CENTS: &str = "tierflow_campaign_revenue_cents_total";
 /// Errors the consumer reported (broker unreachable, fetch failures); logged at most every
 /// 10 s.
 pub const CONSUMER_ERRORS: &str = "tierflow_consumer_errors_total";
@@ -86,6 +94,8 @@ pub const ALL: &[&str] = &[
     RETRIES,
     STALLED,
     CAMPAIGN_DECISIONS,
+    CAMPAIGN_OUTCOMES,
+    CAMPAIGN_REVENUE_CENTS,
     CONSUMER_ERRORS,
     RULES_RELOADS,
     LEASE_TAKEOVERS,
@@ -128,6 +138,14 @@ fn describe() {
     describe_counter!(
         CAMPAIGN_DECISIONS,
         "Campaign rules that fired, by campaign and governance outcome"
+    );
+    describe_counter!(
+        CAMPAIGN_OUTCOMES,
+        "Purchases attributed to a campaign trigger, by campaign and arm"
+    );
+    describe_counter!(
+        CAMPAIGN_REVENUE_CENTS,
+        "Revenue of attributed purchases in cents, by campaign and arm"
     );
     describe_counter!(RECORDS_OUT, "Records produced and acknowledged, per topic");
     describe_histogram!(STAGE_SECONDS, Unit::Seconds, "Time per pipeline stage");

@@ -14,14 +14,16 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use burn::prelude::Device;
 use common::{
-    Read, check, check_triggers, model, observe, produce, synthetic, test_kafka, topics, wait_for,
+    Read, check, check_exposures, check_outcomes, check_triggers, model, observe, produce,
+    synthetic, test_kafka, topics, wait_for,
 };
+use tierflow_events::{CampaignArm, ClickEvent};
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::offline;
 use tierflow_pipeline::{
     Campaigns, Governance, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig,
 };
-use tierflow_rules::RuleSet;
+use tierflow_rules::{RuleSet, UserExposure, attribute_all};
 use tierflow_store::{Governor, RedisConfig, RedisStore};
 use tierflow_stream::{EmbeddedBroker, KafkaConfig, ensure_topics};
 use tierflow_testkit::{broker, redis, unique_name};
@@ -57,6 +59,7 @@ when = { churn_risk_at_least = 0.6, tier_at_least = 1 }
 name = "cart_reminder"
 priority = 5
 cooldown = "1d"
+attribution_window = "12h"
 when = { cart_abandoned = "30m" }
 
 [[campaign]]
@@ -158,6 +161,45 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
     );
     check(&observed, &expected, &store, scorer.version(), false).await?;
     check_triggers(&observed, &expected, false)?;
+    let outcomes = check_outcomes(&observed, &expected, &rules, false)?;
+    ensure!(outcomes > 0, "no purchase was attributed to a trigger");
+    let exposures = check_exposures(&observed, &store, &rules).await?;
+    ensure!(exposures > 0, "no exposure is stored");
+    // The windows bit: with cart_reminder's 12 h widened to the default 7 d, batch
+    // attribution of the same triggers credits it with more purchases than were published.
+    let wide = RuleSet::parse(&RULES.replace("attribution_window = \"12h\"\n", ""))?;
+    let in_window = |rules: &RuleSet| {
+        let exposures = observed
+            .triggered
+            .iter()
+            .map(|t| UserExposure::from_trigger(t, CampaignArm::Treated))
+            .chain(
+                observed
+                    .held
+                    .iter()
+                    .map(|t| UserExposure::from_trigger(t, CampaignArm::Control)),
+            );
+        let events: Vec<ClickEvent> = sources
+            .iter()
+            .filter(|r| !expected.dead_letters.contains_key(&(r.partition, r.offset)))
+            .filter_map(|r| ClickEvent::from_json(&r.payload).ok())
+            .collect();
+        attribute_all(rules, exposures, &events)
+            .iter()
+            .filter(|a| a.campaign == "cart_reminder")
+            .count()
+    };
+    let published = observed
+        .outcomes
+        .iter()
+        .filter(|o| o.campaign == "cart_reminder")
+        .count();
+    ensure!(
+        published > 0 && in_window(&rules) == published && in_window(&wide) > published,
+        "cart_reminder's 12 h window did not decide anything: {published} published, {} in 12 h, {} in 7 d",
+        in_window(&rules),
+        in_window(&wide)
+    );
     // Every kind of decision happens on this stream, so each path is exercised.
     for outcome in ["Sent", "Held"] {
         ensure!(

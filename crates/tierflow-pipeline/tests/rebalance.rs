@@ -2,7 +2,8 @@
 //! revocation waits until the batches in flight are durable and committed, so the next
 //! owner of a partition starts exactly after them — no record is processed twice, none is
 //! lost, and state, outputs and offsets equal the offline replay of the same events. The
-//! members run campaigns with budgets that span partitions: no limit is ever exceeded.
+//! members run campaigns with budgets that span partitions: no limit is ever exceeded, and
+//! opted-out users get nothing from any member.
 
 mod common;
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use burn::prelude::Device;
 use common::{
-    Read, check, generated, model, observe, produce_records, synthetic, test_kafka, topics,
-    wait_for,
+    Read, check, check_exposures, generated, model, observe, produce_records, synthetic,
+    test_kafka, topics, wait_for,
 };
 use tierflow_events::CampaignTriggered;
 use tierflow_model::{Artifact, Scorer};
@@ -115,6 +116,11 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
     // The stream keeps flowing (about 1,000 records/s) while members join and leave.
     let generated = generated(&synthetic(300, 20, 11));
     let records = generated.len() as u64;
+    // Every tenth user has opted out of campaigns, on every member.
+    let mut users: Vec<String> = generated.iter().map(|(user, _)| user.clone()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let opted_out: BTreeSet<String> = users.into_iter().step_by(10).collect();
     let producer = {
         let (kafka, topic) = (kafka.clone(), topics.clickstream.clone());
         tokio::spawn(async move {
@@ -130,6 +136,11 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
         ..RedisConfig::new(redis().url())
     };
     let store = RedisStore::connect(redis_config).await?;
+    let opted: Vec<&str> = opted_out.iter().map(String::as_str).collect();
+    Governor::connect(store.config().clone())
+        .await?
+        .opt_out(&opted)
+        .await?;
     let rules = RuleSet::parse(RULES)?;
     let config = PipelineConfig {
         group_id: unique_name("group"),
@@ -189,6 +200,23 @@ async fn members_joining_and_leaving_mid_stream_process_every_record_once() -> R
     );
     // Strict: no output twice, state and committed offsets exactly the replay's.
     check(&observed, &expected, &store, scorer.version(), false).await?;
+    check_exposures(&observed, &store, &rules).await?;
+    // Opted-out users got nothing from any member, though their rules fired.
+    for t in observed.triggered.iter().chain(&observed.held) {
+        ensure!(
+            !opted_out.contains(&t.user_id),
+            "opted-out {} got {}",
+            t.user_id,
+            t.idempotency_key
+        );
+    }
+    ensure!(
+        expected
+            .triggers
+            .values()
+            .any(|t| opted_out.contains(&t.user_id)),
+        "no rule fired for an opted-out user: the test proves nothing about opt-outs"
+    );
     limits_hold(&observed.triggered, &rules)
 }
 

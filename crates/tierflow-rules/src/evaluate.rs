@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tierflow_events::{ClickEvent, EventTime, EventType, Scores, Tier};
 
+use crate::attribution::Exposures;
 use crate::ruleset::{Campaign, RuleSet, Trigger};
 
 /// What the pipeline learned about one user from one event: the event and the tier decision
@@ -105,6 +106,11 @@ pub struct RuleState {
     /// The scores of the newest update: what a trigger fired by the passing of time reports
     /// (the user sent nothing since).
     pub last_scores: Option<Scores>,
+    /// The user's recent triggers, sent or held out, that a later purchase can be
+    /// attributed to (bounded; see [`Exposures`]). Kept with the rest of the rule state, so
+    /// attribution survives restarts and rebalances and a replay neither loses nor repeats
+    /// one.
+    pub exposures: Exposures,
 }
 
 impl RuleState {

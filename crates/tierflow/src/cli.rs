@@ -247,9 +247,11 @@ pub(crate) enum CampaignsCommand {
     /// data". Duplicate records count once (triggers by idempotency key, purchases by user and
     /// event_id); the result does not depend on the order of the records.
     ///
-    /// --publish also writes one campaign_outcome record per attribution to --outcome-topic
-    /// (idempotency key `co/{trigger key}/{purchase event_id}`, so re-runs are harmless for
-    /// readers that dedupe). Exit code 2: the rules file is refused (as by `rules check`).
+    /// `tierflow run` publishes these attributions itself, on the campaign_outcome topic, as
+    /// purchases arrive. --publish writes the report's attributions there too (a backfill,
+    /// e.g. after changing an attribution window): one campaign_outcome record per
+    /// attribution, with the idempotency key the pipeline uses, `co/{trigger key}/{purchase
+    /// event_id}`, so readers that dedupe see each attribution once. Exit code 2: the rules file is refused (as by `rules check`).
     Report(CampaignsReportArgs),
 }
 
@@ -279,9 +281,9 @@ pub(crate) struct CampaignsReportArgs {
     /// (created when missing) and wait for the broker's acknowledgements.
     #[arg(long)]
     pub(crate) publish: bool,
-    /// Topic for --publish.
-    #[arg(long, value_name = "TOPIC", default_value = crate::commands::DEFAULT_OUTCOME_TOPIC)]
-    pub(crate) outcome_topic: String,
+    /// Topic for --publish. Default: topics.campaign_outcome from the configuration.
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) outcome_topic: Option<String>,
 }
 
 /// How `campaigns report` prints.

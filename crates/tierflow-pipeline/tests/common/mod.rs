@@ -15,14 +15,15 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tierflow_data::synth::{self, Dials, SynthConfig};
 use tierflow_events::{
-    CampaignTriggered, DeadLetter, Encoding, ErrorClass, Scores, TierChanged, UserScore, decode,
+    CampaignArm, CampaignOutcome, CampaignTriggered, ClickEvent, DeadLetter, Encoding, ErrorClass,
+    Scores, TierChanged, UserScore, decode,
 };
 use tierflow_features::UserState;
 use tierflow_model::{Artifact, ModelHandle};
 use tierflow_pipeline::offline::Expected;
 use tierflow_pipeline::offline::SourceRecord;
 use tierflow_pipeline::{Outcome, TopicsConfig};
-use tierflow_rules::RuleState;
+use tierflow_rules::{Exposures, RuleSet, RuleState, UserExposure, attribute_all};
 use tierflow_store::{RedisStore, StateStore};
 use tierflow_stream::consume::committed_offsets;
 use tierflow_stream::consume::partitions;
@@ -217,6 +218,7 @@ pub(crate) fn topics(partitions: i32) -> TopicsConfig {
         tier_changed: format!("{prefix}.tier_changed"),
         campaign_triggered: format!("{prefix}.campaign_triggered"),
         campaign_control: format!("{prefix}.campaign_control"),
+        campaign_outcome: format!("{prefix}.campaign_outcome"),
         user_score: format!("{prefix}.user_score"),
         dead_letter: format!("{prefix}.dead_letter"),
         partitions,
@@ -239,6 +241,8 @@ pub(crate) struct Observed {
     /// Campaign triggers sent, and those held out for control groups.
     pub(crate) triggered: Vec<CampaignTriggered>,
     pub(crate) held: Vec<CampaignTriggered>,
+    /// Purchases attributed to those triggers.
+    pub(crate) outcomes: Vec<CampaignOutcome>,
     /// `None` where the broker cannot show them (see the transactions test).
     pub(crate) committed: Option<BTreeMap<i32, i64>>,
 }
@@ -262,6 +266,7 @@ pub(crate) async fn observe(
     let dead_letters = decode_all(read_all(kafka, &topics.dead_letter, 1, idle).await?)?;
     let triggered = decode_all(read_all(kafka, &topics.campaign_triggered, 0, idle).await?)?;
     let held = decode_all(read_all(kafka, &topics.campaign_control, 0, idle).await?)?;
+    let outcomes = decode_all(read_all(kafka, &topics.campaign_outcome, 0, idle).await?)?;
     let committed =
         tokio::task::block_in_place(|| committed_offsets(kafka, group, &topics.clickstream))?;
     Ok(Observed {
@@ -271,6 +276,7 @@ pub(crate) async fn observe(
         dead_letters,
         triggered,
         held,
+        outcomes,
         committed: Some(committed),
     })
 }
@@ -326,6 +332,143 @@ pub(crate) fn check_triggers(
         }
     }
     Ok(())
+}
+
+/// Asserts the `campaign_outcome` records three ways, and returns how many there are:
+/// - exactly the attributions the offline replay makes (by idempotency key, every field);
+/// - exactly what batch attribution ([`attribute_all`]) makes of the published triggers and
+///   the purchases the pipeline accepted (streaming exposures kept in user state lose
+///   nothing);
+/// - each within its campaign's attribution window, `0 < delay ≤ window`.
+///
+/// `deduped` allows repeats of the same record (after crashes).
+pub(crate) fn check_outcomes(
+    observed: &Observed,
+    expected: &Expected,
+    rules: &RuleSet,
+    deduped: bool,
+) -> Result<usize> {
+    let mut got: BTreeMap<&str, &CampaignOutcome> = BTreeMap::new();
+    for outcome in &observed.outcomes {
+        if let Some(previous) = got.insert(&outcome.idempotency_key, outcome) {
+            ensure!(
+                deduped,
+                "{} published twice in an uninterrupted run",
+                outcome.idempotency_key
+            );
+            ensure!(
+                previous == outcome,
+                "{} published twice with different contents:\n {previous:?}\n {outcome:?}",
+                outcome.idempotency_key
+            );
+        }
+        let window = rules.attribution_window_ms(&outcome.campaign);
+        let delay = outcome.purchased_at.unix_millis() - outcome.fired_at.unix_millis();
+        ensure!(
+            delay == outcome.delay_ms && delay > 0 && delay <= window,
+            "{} outside its attribution window ({window} ms): {outcome:?}",
+            outcome.idempotency_key
+        );
+    }
+    let want: BTreeMap<&str, CampaignOutcome> = expected
+        .outcomes
+        .iter()
+        .map(|(k, a)| (k.as_str(), a.to_outcome()))
+        .collect();
+    let differs = |want: &BTreeMap<&str, CampaignOutcome>, what: &str| -> Result<()> {
+        let missing: Vec<_> = want
+            .keys()
+            .filter(|k| !got.contains_key(*k))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = got
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .take(5)
+            .collect();
+        let changed: Vec<_> = want
+            .iter()
+            .filter(|(k, w)| got.get(*k).is_some_and(|g| *g != *w))
+            .take(3)
+            .collect();
+        ensure!(
+            missing.is_empty() && extra.is_empty() && changed.is_empty(),
+            "campaign outcomes differ from {what}: {} published, {} expected; missing {missing:?}, extra {extra:?}, changed {changed:?}",
+            got.len(),
+            want.len()
+        );
+        Ok(())
+    };
+    differs(&want, "the offline replay")?;
+
+    let exposures = observed
+        .triggered
+        .iter()
+        .map(|t| UserExposure::from_trigger(t, CampaignArm::Treated))
+        .chain(
+            observed
+                .held
+                .iter()
+                .map(|t| UserExposure::from_trigger(t, CampaignArm::Control)),
+        );
+    let accepted: Vec<ClickEvent> = observed
+        .input
+        .iter()
+        .filter(|r| !expected.dead_letters.contains_key(&(r.partition, r.offset)))
+        .filter_map(|r| ClickEvent::from_json(&r.payload).ok())
+        .collect();
+    let batch: BTreeMap<String, CampaignOutcome> = attribute_all(rules, exposures, &accepted)
+        .iter()
+        .map(|a| (a.idempotency_key(), a.to_outcome()))
+        .collect();
+    let batch: BTreeMap<&str, CampaignOutcome> =
+        batch.iter().map(|(k, o)| (k.as_str(), o.clone())).collect();
+    differs(&batch, "batch attribution of the published triggers")?;
+    Ok(got.len())
+}
+
+/// Asserts each user's stored exposures (the triggers a later purchase can be attributed to)
+/// are exactly the user's published triggers, sent and held out, less those the pipeline
+/// may forget: older than the newest four per campaign, or whose window closed before the
+/// oldest purchase it would still accept. Returns how many exposures are stored.
+pub(crate) async fn check_exposures(
+    observed: &Observed,
+    store: &RedisStore,
+    rules: &RuleSet,
+) -> Result<usize> {
+    let mut by_user: BTreeMap<&str, Vec<tierflow_rules::Exposure>> = BTreeMap::new();
+    for (records, arm) in [
+        (&observed.triggered, CampaignArm::Treated),
+        (&observed.held, CampaignArm::Control),
+    ] {
+        for r in records.iter() {
+            by_user
+                .entry(&r.user_id)
+                .or_default()
+                .push(tierflow_rules::Exposure::from_trigger(r, arm));
+        }
+    }
+    let users: Vec<&str> = by_user.keys().copied().collect();
+    let states = store.load(&users).await?;
+    let mut stored = 0;
+    for ((user, exposures), state) in by_user.into_iter().zip(states) {
+        let state = state?.with_context(|| format!("no state for {user} in Redis"))?;
+        let mut want = Exposures::default();
+        for exposure in exposures {
+            want.expose(exposure);
+        }
+        if let Some(horizon) = tierflow_pipeline::campaigns::exposure_horizon(&state) {
+            want.prune(rules, horizon);
+        }
+        let (got, _) = tierflow_pipeline::campaigns::rule_state(&state);
+        ensure!(
+            got.exposures == want,
+            "exposures of {user} differ from its published triggers:\n stored: {:?}\n wanted: {want:?}",
+            got.exposures
+        );
+        stored += want.len();
+    }
+    Ok(stored)
 }
 
 /// Asserts outputs, Redis state, latest scores and offsets against the offline reference.
@@ -512,13 +655,18 @@ pub(crate) async fn check(
             (Some(a), Some(b)) => scores_close(a, b),
             (a, b) => a == b,
         };
+        // Exposures follow governance, which may differ from the replay's where limits are
+        // shared between members (budgets): `check_exposures` holds them to the published
+        // triggers instead.
         ensure!(
             close
                 && RuleState {
                     last_scores: None,
+                    exposures: Exposures::default(),
                     ..got.clone()
                 } == RuleState {
                     last_scores: None,
+                    exposures: Exposures::default(),
                     ..wanted.clone()
                 },
             "rule state of {user} differs from the offline replay:\n stored: {got:?}\n replay: {wanted:?}"

@@ -72,8 +72,12 @@ async fn report(args: CampaignsReportArgs, config: Config) -> Result<()> {
         }
     };
     let measurement = measure(&rules, inputs.exposures, &inputs.purchases);
+    let outcome_topic = args
+        .outcome_topic
+        .clone()
+        .unwrap_or_else(|| config.topics.campaign_outcome.clone());
     let published = if args.publish {
-        Some(publish(&config, &args.outcome_topic, &measurement.attributions).await?)
+        Some(publish(&config, &outcome_topic, &measurement.attributions).await?)
     } else {
         None
     };
@@ -83,7 +87,7 @@ async fn report(args: CampaignsReportArgs, config: Config) -> Result<()> {
         inputs.counts,
         &measurement,
         published.map(|delivered| Published {
-            topic: args.outcome_topic.clone(),
+            topic: outcome_topic.clone(),
             records: delivered,
         }),
     );

@@ -47,9 +47,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Where `campaigns report --publish` writes, until `[topics]` names a campaign_outcome topic.
-pub(crate) const DEFAULT_OUTCOME_TOPIC: &str = "tierflow.campaign_outcome";
-
 pub(crate) async fn topics(config: &Config) -> Result<()> {
     let specs = config.topics.specs();
     tierflow_stream::ensure_topics(&config.kafka, &specs)

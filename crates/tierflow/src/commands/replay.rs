@@ -181,6 +181,7 @@ fn namespaced(mut config: Config, name: &str) -> Result<Config> {
         &mut topics.tier_changed,
         &mut topics.campaign_triggered,
         &mut topics.campaign_control,
+        &mut topics.campaign_outcome,
         &mut topics.user_score,
         &mut topics.dead_letter,
     ] {

@@ -141,6 +141,9 @@ fn resolve(topic: &str, topics: &TopicsConfig) -> (String, Option<Contract>) {
         (Contract::UserScore, &topics.user_score),
         (Contract::DeadLetter, &topics.dead_letter),
         (Contract::CampaignTriggered, &topics.campaign_triggered),
+        // Held-out triggers are the same record on their own topic.
+        (Contract::CampaignTriggered, &topics.campaign_control),
+        (Contract::CampaignOutcome, &topics.campaign_outcome),
     ];
     for (contract, name) in roles {
         if topic == contract.name() || topic == name.as_str() {
