@@ -358,7 +358,7 @@ async fn inspect_tail_replay_and_forget_after_a_pipeline_run() -> Result<()> {
         "{user} made no purchase in 30 days"
     );
 
-    inspect_shows_the_stored_state(config, user, state, &expected, &input).await?;
+    inspect_shows_the_stored_state(config, user, state, &expected, &input, &changes).await?;
     tail_prints_exactly_the_users_tier_changes(config, user, &changes).await?;
     let ran = Ran {
         config,
@@ -380,9 +380,33 @@ async fn inspect_shows_the_stored_state(
     state: &UserState,
     expected: &offline::Expected,
     input: &[Record],
+    changes: &[TierChanged],
 ) -> Result<()> {
     let shown: Value =
         serde_json::from_str(&run_ok(config, &["inspect", "user", user, "--json"])?)?;
+    // The tier history: the user's tier_changed records, newest first, as published.
+    let mut published: Vec<&TierChanged> = changes.iter().filter(|c| c.user_id == user).collect();
+    published.sort_by_key(|c| std::cmp::Reverse(c.event_time));
+    let history = shown["history"].as_array().context("history is a list")?;
+    let kept: Vec<(&str, &str)> = history
+        .iter()
+        .filter(|e| e["type"] == "tier_changed")
+        .map(|e| {
+            (
+                e["record"]["idempotency_key"].as_str().unwrap_or_default(),
+                e["record"]["causing_event_id"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let want: Vec<(&str, &str)> = published
+        .iter()
+        .take(tierflow_store::HISTORY_LEN)
+        .map(|c| (c.idempotency_key.as_str(), c.causing_event_id.as_str()))
+        .collect();
+    ensure!(
+        !want.is_empty() && kept == want,
+        "tier history shown {kept:?}, published {want:?}"
+    );
     let newest = state.newest().context("newest event")?;
     ensure!(shown["user_id"] == user);
     ensure!(
@@ -473,6 +497,12 @@ async fn inspect_shows_the_stored_state(
     let table = run_ok(config, &["inspect", "user", user])?;
     ensure!(
         table.contains(&format!("published     tier {tier} since")),
+        "{table}"
+    );
+    let newest_change = published.first().context("the user changed tier")?;
+    ensure!(
+        table.contains("tier history (newest first)")
+            && table.contains(&format!("event {}", newest_change.causing_event_id)),
         "{table}"
     );
     let purchase_row = table
@@ -636,13 +666,14 @@ async fn forget_deletes_the_keys_and_publishes_a_tombstone(
     } = *ran;
     let state_key = format!("{key_prefix}:u:{user}");
     let score_key = format!("{key_prefix}:s:{user}");
-    ensure!(exists(&state_key).await? && exists(&score_key).await?);
+    let history_key = format!("{key_prefix}:h:{user}");
+    ensure!(exists(&state_key).await? && exists(&score_key).await? && exists(&history_key).await?);
 
     let out = run_ok(config, &["forget-user", user])?;
-    ensure!(out.contains(&format!("deleted {state_key}")), "{out}");
-    ensure!(out.contains(&format!("deleted {score_key}")), "{out}");
-    ensure!(!exists(&state_key).await?, "{state_key} still exists");
-    ensure!(!exists(&score_key).await?, "{score_key} still exists");
+    for key in [&state_key, &score_key, &history_key] {
+        ensure!(out.contains(&format!("deleted {key}")), "{out}");
+        ensure!(!exists(key).await?, "{key} still exists");
+    }
     // The replay's namespace is another prefix: untouched.
     ensure!(exists(&format!("{key_prefix}.n:u:{user}")).await?);
 

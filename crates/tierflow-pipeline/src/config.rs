@@ -110,6 +110,10 @@ pub struct PipelineConfig {
     pub idle_partition_secs: u64,
     /// Rows per forward pass (a batch with more rows is scored in chunks).
     pub score_chunk_rows: usize,
+    /// Keep each user's recent tier changes and triggers in Redis (`{prefix}:h:{user}`, the
+    /// newest 32) for `tierflow inspect` and the live view: one list write per user with a
+    /// decision, in the batch's store round trip. Not kept in transactional mode.
+    pub user_history: bool,
     /// Exactly-once outputs with Kafka transactions: the `transactional.id` of this process,
     /// unique per process and stable across its restarts (e.g. the pod name). Absent =
     /// at-least-once outputs with idempotency keys. Needs a broker with transactions; readers
@@ -139,6 +143,7 @@ impl Default for PipelineConfig {
             timer_slack_ms: 300_000,
             idle_partition_secs: 60,
             score_chunk_rows: 4_096,
+            user_history: true,
             transactional_id: None,
             transaction_timeout_ms: 30_000,
         }

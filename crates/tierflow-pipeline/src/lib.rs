@@ -9,6 +9,7 @@
 
 pub mod campaigns;
 pub mod config;
+pub mod history;
 mod leases;
 pub mod offline;
 pub mod policy;

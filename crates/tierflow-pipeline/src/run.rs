@@ -35,7 +35,7 @@ use tierflow_features::UserState;
 use tierflow_model::{ModelHandle, ScoreError};
 use tierflow_rules::{Attribution, RuleSet};
 use tierflow_store::Loaded;
-use tierflow_store::{StateStore, StoreError, StoredClock, TimerWrites, Versioned};
+use tierflow_store::{BatchWrites, StateStore, StoreError, StoredClock, Versioned};
 use tierflow_stream::{
     BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError, TxnFailure,
     transaction_failure,
@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::campaigns::{self, Campaigns, Fired, Governance, Outcome};
 use crate::config::{PipelineConfig, TopicsConfig};
+use crate::history;
 use crate::leases::{Claimed, LeaseLost, LeaseStore, Leases, Released};
 use crate::process::{self, BatchCounts, Clocks, Input, Processed, Timers};
 use crate::telemetry::{self, Health};
@@ -473,6 +474,8 @@ struct Ready {
     /// Timer index entries and partition clocks, stored with the states.
     due: Arc<DueEntries>,
     clocks: Vec<(i32, StoredClock)>,
+    /// `(user, entry)` for the users' histories, stored with the states.
+    history: Vec<(String, Vec<u8>)>,
     /// Event time of every applied input, for the event-to-output latency.
     event_ms: Vec<i64>,
     /// What this batch adds to the run's totals once durable.
@@ -980,6 +983,16 @@ impl<S: StateStore + 'static> Pipeline<S> {
         }
         record_outcomes(&processed);
 
+        let history = if self.config.user_history {
+            history::entries(
+                &processed.tier_changes,
+                &triggers.sent,
+                &triggers.held,
+                &triggers.outcomes,
+            )
+        } else {
+            Vec::new()
+        };
         let encoded = Encoded::new(&processed, &letters, triggers, self.config.output_encoding);
         let latest = processed
             .latest
@@ -1047,6 +1060,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
             partitions,
             due,
             clocks,
+            history,
             event_ms,
             totals,
         }))
@@ -1286,7 +1300,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
         self.ensure_leases(consumer, ready.partitions.iter().copied(), shutdown)
             .await?;
         let t = Instant::now();
-        let timers = TimerWrites {
+        let timers = BatchWrites {
             index: topic,
             due: ready
                 .due
@@ -1294,6 +1308,11 @@ impl<S: StateStore + 'static> Pipeline<S> {
                 .map(|(p, user, at)| (*p, user.as_str(), *at))
                 .collect(),
             clocks: ready.clocks.clone(),
+            history: ready
+                .history
+                .iter()
+                .map(|(user, entry)| (user.as_str(), entry.as_slice()))
+                .collect(),
         };
         let latest: Vec<(&str, &[u8])> = ready
             .latest
@@ -1831,7 +1850,7 @@ impl<S: StateStore> Pipeline<S> {
                     let t = Instant::now();
                     let result = self
                         .store
-                        .store_raw(&state_refs, &latest_refs, &TimerWrites::default())
+                        .store_raw(&state_refs, &latest_refs, &BatchWrites::default())
                         .await;
                     metrics::histogram!(telemetry::REDIS_SECONDS, "op" => "store")
                         .record(t.elapsed().as_secs_f64());

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,6 +165,7 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
     ensure!(outcomes > 0, "no purchase was attributed to a trigger");
     let exposures = check_exposures(&observed, &store, &rules).await?;
     ensure!(exposures > 0, "no exposure is stored");
+    users_histories_hold_their_published_decisions(&observed, &store).await?;
     // The windows bit: with cart_reminder's 12 h widened to the default 7 d, batch
     // attribution of the same triggers credits it with more purchases than were published.
     let wide = RuleSet::parse(&RULES.replace("attribution_window = \"12h\"\n", ""))?;
@@ -230,6 +231,74 @@ async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Res
         .map(|c| c.user_id.as_str())
         .collect();
     ensure!(distinct.len() as u64 <= users);
+    Ok(())
+}
+
+/// Each user's history in the store (for `inspect` and the live view) holds only records
+/// the pipeline published for that user, as published, the newest up to `HISTORY_LEN`, and
+/// every kind shows up.
+async fn users_histories_hold_their_published_decisions(
+    observed: &common::Observed,
+    store: &RedisStore,
+) -> Result<()> {
+    use tierflow_pipeline::history::{HistoryEntry, decode_all};
+    use tierflow_store::StateStore;
+    let mut published: BTreeMap<String, Vec<HistoryEntry>> = BTreeMap::new();
+    let entries = observed
+        .tier_changed
+        .iter()
+        .map(|r| HistoryEntry::TierChanged(r.clone()))
+        .chain(
+            observed
+                .triggered
+                .iter()
+                .map(|r| HistoryEntry::CampaignTriggered(r.clone())),
+        )
+        .chain(
+            observed
+                .held
+                .iter()
+                .map(|r| HistoryEntry::CampaignControl(r.clone())),
+        )
+        .chain(
+            observed
+                .outcomes
+                .iter()
+                .map(|r| HistoryEntry::CampaignOutcome(r.clone())),
+        );
+    for entry in entries {
+        published
+            .entry(entry.user_id().to_owned())
+            .or_default()
+            .push(entry);
+    }
+    let mut kinds = BTreeSet::new();
+    for (user, records) in &published {
+        let (history, unreadable) = decode_all(&store.history(user).await?);
+        ensure!(
+            unreadable == 0,
+            "{unreadable} unreadable entries for {user}"
+        );
+        ensure!(
+            history.len() == records.len().min(tierflow_store::HISTORY_LEN),
+            "{user}: {} entries kept of {} published",
+            history.len(),
+            records.len()
+        );
+        for entry in &history {
+            let kind = format!("{entry:?}")
+                .split('(')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            kinds.insert(kind);
+            ensure!(
+                records.contains(entry),
+                "{user}'s history holds a record not published as such: {entry:?}"
+            );
+        }
+    }
+    ensure!(kinds.len() == 4, "kinds in histories: {kinds:?}");
     Ok(())
 }
 

@@ -66,6 +66,11 @@ impl RedisConfig {
         format!("{}:s:{user}", self.key_prefix)
     }
 
+    /// A user's recent decisions (a list, newest first): tier changes and triggers.
+    pub fn history_key(&self, user: &str) -> String {
+        format!("{}:h:{user}", self.key_prefix)
+    }
+
     /// The timer index of `partition` of `index` (a sorted set: user → next deadline).
     pub fn due_key(&self, index: &str, partition: i32) -> String {
         format!("{}:due:{index}:{partition}", self.key_prefix)

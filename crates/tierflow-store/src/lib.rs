@@ -54,7 +54,7 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
         &self,
         states: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
-        timers: &TimerWrites<'_>,
+        timers: &BatchWrites<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).store_raw(states, scores, timers)
     }
@@ -83,6 +83,10 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
         (**self).latest_scores(users)
     }
 
+    fn history(&self, user: &str) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send {
+        (**self).history(user)
+    }
+
     fn round_trips(&self) -> u64 {
         (**self).round_trips()
     }
@@ -106,20 +110,32 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
     }
 }
 
-/// What a batch writes beside its states for campaign timers, in the same round trip: each
-/// partition's index of users by next timer deadline (`{prefix}:due:{index}:{partition}`, a
-/// sorted set) and each partition's event-time clock (`{prefix}:clock:{index}:{partition}`),
-/// so a new owner of the partition (after a restart or rebalance) fires the timers of users
-/// who send nothing more, at the time the stream had reached.
+/// What a batch writes beside its states, in the same round trip.
+///
+/// For campaign timers: each partition's index of users by next timer deadline
+/// (`{prefix}:due:{index}:{partition}`, a sorted set) and each partition's event-time clock
+/// (`{prefix}:clock:{index}:{partition}`), so a new owner of the partition (after a restart
+/// or rebalance) fires the timers of users who send nothing more, at the time the stream had
+/// reached.
+///
+/// For people: each user's recent decisions (`{prefix}:h:{user}`, a list, newest first, at
+/// most [`HISTORY_LEN`], with the state's TTL), what `tierflow inspect` and the live view
+/// show as tier history and triggers.
 #[derive(Debug, Clone, Default)]
-pub struct TimerWrites<'a> {
+pub struct BatchWrites<'a> {
     /// Names the indexes (the input topic).
     pub index: &'a str,
     /// `(partition, user, next deadline in ms)`; `None` removes the user from the index.
     pub due: Vec<(i32, &'a str, Option<i64>)>,
     /// Each partition's clock as of this batch.
     pub clocks: Vec<(i32, StoredClock)>,
+    /// `(user, entry)` appended to the user's history, oldest first. A batch replayed after
+    /// a crash may append an entry again: readers dedupe (entries carry idempotency keys).
+    pub history: Vec<(&'a str, &'a [u8])>,
 }
+
+/// Entries a user's history keeps (the newest).
+pub const HISTORY_LEN: usize = 32;
 
 /// A partition's event-time clock as stored with a batch: before and after the batch, so a
 /// new owner that re-reads the batch (stored but not committed when its owner died) starts
@@ -165,9 +181,9 @@ impl StoredClock {
     }
 }
 
-impl TimerWrites<'_> {
+impl BatchWrites<'_> {
     pub fn is_empty(&self) -> bool {
-        self.due.is_empty() && self.clocks.is_empty()
+        self.due.is_empty() && self.clocks.is_empty() && self.history.is_empty()
     }
 }
 
@@ -196,7 +212,7 @@ pub trait StateStore: Send + Sync {
         &self,
         states: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
-        timers: &TimerWrites<'_>,
+        timers: &BatchWrites<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// For each `(partition, up_to)`: users of that partition's timer index due at or
@@ -221,6 +237,9 @@ pub trait StateStore: Send + Sync {
         &self,
         users: &[&str],
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, StoreError>> + Send;
+
+    /// A user's history entries (see [`BatchWrites::history`]), newest first.
+    fn history(&self, user: &str) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
 
     /// Round trips made so far (for metrics and for tests that hold the batching promise).
     fn round_trips(&self) -> u64;
@@ -305,7 +324,7 @@ pub trait StateStore: Send + Sync {
         scores: &[(&str, &[u8])],
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
-            self.store_batch(states, scores, &TimerWrites::default())
+            self.store_batch(states, scores, &BatchWrites::default())
                 .await
         }
     }
@@ -315,7 +334,7 @@ pub trait StateStore: Send + Sync {
         &self,
         states: &[(&str, &UserState)],
         scores: &[(&str, &[u8])],
-        timers: &TimerWrites<'_>,
+        timers: &BatchWrites<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let encoded: Vec<(&str, Vec<u8>)> = states
             .iter()

@@ -1,12 +1,12 @@
 //! An in-memory [`StateStore`] for the embedded demo and unit tests. It stores the encoded
 //! bytes, so the codec runs exactly as it does against Redis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{StateStore, StoreError, StoredClock, TimerWrites};
+use crate::{BatchWrites, HISTORY_LEN, StateStore, StoreError, StoredClock};
 
 /// State in a map. No TTL: the demo's users never go quiet long enough to matter.
 #[derive(Debug, Default)]
@@ -16,6 +16,8 @@ pub struct MemoryStore {
     /// (index, partition) -> user -> next deadline.
     due: Mutex<HashMap<(String, i32), HashMap<String, i64>>>,
     clocks: Mutex<HashMap<(String, i32), StoredClock>>,
+    /// User -> history entries, newest first.
+    history: Mutex<HashMap<String, VecDeque<Vec<u8>>>>,
     /// Lease name -> (owner, expiry).
     leases: Mutex<HashMap<String, (String, Instant)>>,
     round_trips: AtomicU64,
@@ -59,7 +61,7 @@ impl StateStore for MemoryStore {
         &self,
         batch: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
-        timers: &TimerWrites<'_>,
+        timers: &BatchWrites<'_>,
     ) -> Result<(), StoreError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut states = self.states.lock().expect("memory store lock");
@@ -84,7 +86,22 @@ impl StateStore for MemoryStore {
         for (partition, clock) in &timers.clocks {
             clocks.insert((timers.index.to_owned(), *partition), *clock);
         }
+        let mut history = self.history.lock().expect("memory store lock");
+        for (user, entry) in &timers.history {
+            let entries = history.entry((*user).to_owned()).or_default();
+            entries.push_front(entry.to_vec());
+            entries.truncate(HISTORY_LEN);
+        }
         Ok(())
+    }
+
+    async fn history(&self, user: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let history = self.history.lock().expect("memory store lock");
+        Ok(history
+            .get(user)
+            .map(|entries| entries.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn due_users(

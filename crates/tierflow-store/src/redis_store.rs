@@ -13,7 +13,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError};
 
 use crate::config::RedisConfig;
-use crate::{StateStore, StoreError, StoredClock, TimerWrites};
+use crate::{BatchWrites, HISTORY_LEN, StateStore, StoreError, StoredClock};
 
 /// Which of a user's keys [`RedisStore::forget`] found and deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct Forgotten {
     pub state: bool,
     /// `{prefix}:s:{user}`, the latest score record.
     pub score: bool,
+    /// `{prefix}:h:{user}`, the recent decisions.
+    pub history: bool,
 }
 
 #[derive(Clone)]
@@ -97,8 +99,9 @@ impl RedisStore {
         &self.config
     }
 
-    /// Deletes the state and latest-score keys of `users` in one round trip (on a Cluster,
-    /// where the two keys of a user live in different slots, concurrent single-key `DEL`s).
+    /// Deletes the state, latest-score and history keys of `users` in one round trip (on a
+    /// Cluster, where the keys of a user live in different slots, concurrent single-key
+    /// `DEL`s).
     /// Says per user which keys existed; deleting what is absent is not an error, so
     /// forgetting twice is harmless.
     pub async fn forget(&self, users: &[&str]) -> Result<Vec<Forgotten>, StoreError> {
@@ -107,7 +110,13 @@ impl RedisStore {
         }
         let dels: Vec<redis::Cmd> = users
             .iter()
-            .flat_map(|user| [self.config.state_key(user), self.config.score_key(user)])
+            .flat_map(|user| {
+                [
+                    self.config.state_key(user),
+                    self.config.score_key(user),
+                    self.config.history_key(user),
+                ]
+            })
             .map(|key| {
                 let mut del = redis::cmd("DEL");
                 del.arg(key);
@@ -138,10 +147,11 @@ impl RedisStore {
             })
             .await?;
         Ok(deleted
-            .chunks_exact(2)
-            .map(|pair| Forgotten {
-                state: pair[0] > 0,
-                score: pair[1] > 0,
+            .chunks_exact(3)
+            .map(|keys| Forgotten {
+                state: keys[0] > 0,
+                score: keys[1] > 0,
+                history: keys[2] > 0,
             })
             .collect())
     }
@@ -288,7 +298,7 @@ impl StateStore for RedisStore {
         &self,
         states: &[(&str, &[u8])],
         scores: &[(&str, &[u8])],
-        timers: &TimerWrites<'_>,
+        timers: &BatchWrites<'_>,
     ) -> Result<(), StoreError> {
         if states.is_empty() && scores.is_empty() && timers.is_empty() {
             return Ok(());
@@ -328,6 +338,7 @@ impl StateStore for RedisStore {
                     .arg(clock.encode());
                 set
             }))
+            .chain(history_appends(&self.config, &timers.history, ttl_ms))
             .collect();
         self.run(|connection| {
             let sets = &sets;
@@ -406,6 +417,12 @@ impl StateStore for RedisStore {
         self.run(|c| query(&mget, c)).await
     }
 
+    async fn history(&self, user: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut range = redis::cmd("LRANGE");
+        range.arg(self.config.history_key(user)).arg(0).arg(-1);
+        self.run(|c| query(&range, c)).await
+    }
+
     fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
@@ -458,6 +475,44 @@ impl StateStore for RedisStore {
 
 /// Takes a lease that is free or already ours (or any, when forced), for `ARGV[2]` ms;
 /// answers the other holder, or "" when the lease is ours now. One key: fine on a Cluster.
+/// One single-key script per user (so it runs on a Cluster too): push the user's new
+/// entries, keep the newest `HISTORY_LEN`, refresh the TTL.
+fn history_appends(
+    config: &RedisConfig,
+    history: &[(&str, &[u8])],
+    ttl_ms: u64,
+) -> Vec<redis::Cmd> {
+    let mut by_user: Vec<(&str, Vec<&[u8]>)> = Vec::new();
+    let mut slot: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (user, entry) in history {
+        let at = *slot.entry(user).or_insert_with(|| {
+            by_user.push((user, Vec::new()));
+            by_user.len() - 1
+        });
+        by_user[at].1.push(entry);
+    }
+    by_user
+        .into_iter()
+        .map(|(user, entries)| {
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(APPEND_HISTORY)
+                .arg(1)
+                .arg(config.history_key(user))
+                .arg(HISTORY_LEN)
+                .arg(ttl_ms)
+                .arg(entries);
+            eval
+        })
+        .collect()
+}
+
+const APPEND_HISTORY: &str = r"
+redis.call('LPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+";
+
 const CLAIM_LEASE: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] or ARGV[3] == '1' then

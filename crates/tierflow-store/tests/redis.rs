@@ -8,7 +8,8 @@ use anyhow::{Result, ensure};
 use tierflow_events::{ClickEvent, EventTime, EventType};
 use tierflow_features::UserState;
 use tierflow_store::{
-    EventOutcome, MemoryStore, RedisConfig, RedisStore, SourceEvent, StateStore, apply_batch,
+    BatchWrites, EventOutcome, HISTORY_LEN, MemoryStore, RedisConfig, RedisStore, SourceEvent,
+    StateStore, apply_batch,
 };
 use tierflow_testkit::{redis, unique_name};
 
@@ -230,6 +231,7 @@ async fn a_redis_cluster_holds_a_batch_across_slots_in_one_round_trip_per_operat
     // 1,000 users spread over all three masters' slots.
     batches_cost_one_round_trip_each_way(&store).await?;
     replays_are_idempotent(&store).await?;
+    history_keeps_the_newest_entries(&store).await?;
     // Every master holds some of the users: the keys really are spread.
     for port in cluster.ports() {
         let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
@@ -331,4 +333,56 @@ async fn redis_leases_have_one_owner() -> Result<()> {
 #[tokio::test]
 async fn memory_leases_have_one_owner() -> Result<()> {
     leases_have_one_owner(&MemoryStore::new()).await
+}
+
+/// Each user's history: entries appended batch after batch come back newest first, capped at
+/// `HISTORY_LEN`, in the same round trip as the states; other users' histories are apart.
+async fn history_keeps_the_newest_entries(store: &impl StateStore) -> Result<()> {
+    let entries: Vec<Vec<u8>> = (0..HISTORY_LEN + 5)
+        .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+        .collect();
+    let trips = store.round_trips();
+    // Two batches: the first 3 entries of "a" and one of "b", then the rest of "a".
+    let first = BatchWrites {
+        history: vec![
+            ("a", entries[0].as_slice()),
+            ("b", b"only".as_slice()),
+            ("a", entries[1].as_slice()),
+            ("a", entries[2].as_slice()),
+        ],
+        ..BatchWrites::default()
+    };
+    store.store_raw(&[], &[], &first).await?;
+    ensure!(store.round_trips() == trips + 1, "one round trip per batch");
+    let rest = BatchWrites {
+        history: entries[3..].iter().map(|e| ("a", e.as_slice())).collect(),
+        ..BatchWrites::default()
+    };
+    store.store_raw(&[], &[], &rest).await?;
+    let a = store.history("a").await?;
+    let newest: Vec<Vec<u8>> = entries.iter().rev().take(HISTORY_LEN).cloned().collect();
+    ensure!(
+        a == newest,
+        "history of a: {} entries, not the newest {HISTORY_LEN}",
+        a.len()
+    );
+    ensure!(store.history("b").await? == vec![b"only".to_vec()]);
+    ensure!(store.history("nobody").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_history_keeps_the_newest_entries() -> Result<()> {
+    let store = store_with_prefix().await?;
+    history_keeps_the_newest_entries(&store).await?;
+    // Forgetting a user deletes the history too.
+    let forgotten = store.forget(&["a"]).await?;
+    ensure!(forgotten[0].history, "{forgotten:?}");
+    ensure!(store.history("a").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_history_keeps_the_newest_entries() -> Result<()> {
+    history_keeps_the_newest_entries(&MemoryStore::new()).await
 }

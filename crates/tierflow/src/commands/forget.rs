@@ -1,5 +1,5 @@
-//! `tierflow forget-user ID`: the right to be forgotten. Deletes the user's state and latest
-//! score in Redis, then publishes a tombstone to the compacted `user_score` topic so that
+//! `tierflow forget-user ID`: the right to be forgotten. Deletes the user's state (windows,
+//! timers, decision memory), latest score and history in Redis, then publishes a tombstone to the compacted `user_score` topic so that
 //! readers' local tables drop the user too.
 //!
 //! Redis first: were the tombstone first and the deletion then failed, readers would have
@@ -55,6 +55,11 @@ pub(crate) async fn run(args: ForgetUserArgs, mut config: Config) -> Result<()> 
             forgotten.score,
             "latest score",
         ),
+        (
+            config.redis.history_key(user),
+            forgotten.history,
+            "tier history and triggers",
+        ),
     ] {
         let verb = if deleted { "deleted" } else { "absent " };
         writeln!(out, "{verb} {key} ({what})")?;
@@ -67,6 +72,7 @@ pub(crate) async fn run(args: ForgetUserArgs, mut config: Config) -> Result<()> 
     tracing::info!(
         state_deleted = forgotten.state,
         score_deleted = forgotten.score,
+        history_deleted = forgotten.history,
         %topic,
         partition,
         offset,

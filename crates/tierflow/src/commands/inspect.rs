@@ -11,7 +11,8 @@ use tierflow_events::{Encoding, EventTime, EventType, ReasonCode, UserScore, dec
 use tierflow_features::spec::HORIZONS;
 use tierflow_features::vector::window_totals;
 use tierflow_features::{FeatureSpec, UserState, features};
-use tierflow_store::{RedisStore, StateStore};
+use tierflow_pipeline::history::{self, HistoryEntry};
+use tierflow_store::{RedisConfig, RedisStore, StateStore};
 
 use crate::cli::{InspectCommand, InspectUserArgs};
 use crate::config::Config;
@@ -27,7 +28,7 @@ pub(crate) async fn run(command: InspectCommand, config: Config) -> Result<()> {
 
 /// Everything `inspect user` prints; `--json` prints exactly this.
 #[derive(Debug, Serialize)]
-struct UserReport {
+pub(crate) struct UserReport {
     user_id: String,
     state_key: String,
     score_key: String,
@@ -44,6 +45,9 @@ struct UserReport {
     features: BTreeMap<String, f32>,
     latest_score: Option<UserScore>,
     model: ModelScores,
+    /// Recent tier changes, triggers (sent and held out) and attributed purchases, newest
+    /// first (`pipeline.user_history`; at most 32).
+    history: Vec<HistoryEntry>,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,47 +98,20 @@ async fn user(args: InspectUserArgs, mut config: Config) -> Result<()> {
     let store = RedisStore::connect(config.redis.clone())
         .await
         .context("connecting to Redis")?;
+    let as_of = match args.as_of.as_deref() {
+        None => None,
+        Some("now") => Some(EventTime::now()),
+        Some(text) => Some(EventTime::parse_rfc3339(text).context("--as-of")?),
+    };
+    let model = super::open_model(&config)?;
     let user = args.id.as_str();
-    let state_key = config.redis.state_key(user);
-    let score_key = config.redis.score_key(user);
-    let state = store
-        .load(&[user])
-        .await?
-        .pop()
-        .context("one state per user")?
-        .with_context(|| format!("the state under {state_key} cannot be decoded"))?;
-    let latest = store.latest_scores(&[user]).await?.pop().flatten();
-    let Some(state) = state else {
-        let score = if latest.is_some() {
-            format!(" (a latest score is still under {score_key})")
-        } else {
-            String::new()
-        };
+    let Some(report) = user_report(&store, &config.redis, &model, user, as_of).await? else {
+        let state_key = config.redis.state_key(user);
         bail!(
-            "no state for user {user:?} under {state_key}{score}: never seen, expired, forgotten, \
+            "no state for user {user:?} under {state_key}: never seen, expired, forgotten, \
              or another redis.key_prefix"
         );
     };
-    let latest_score = latest
-        .map(|bytes| decode::<UserScore>(&bytes, Encoding::Json))
-        .transpose()
-        .with_context(|| format!("the latest score under {score_key} cannot be decoded"))?;
-
-    let as_of = match args.as_of.as_deref() {
-        None => state.newest().unwrap_or_else(EventTime::now),
-        Some("now") => EventTime::now(),
-        Some(text) => EventTime::parse_rfc3339(text).context("--as-of")?,
-    };
-    let model = super::open_model(&config)?;
-    let report = report(
-        user,
-        state_key,
-        score_key,
-        &state,
-        as_of,
-        latest_score,
-        &model,
-    )?;
 
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -145,6 +122,55 @@ async fn user(args: InspectUserArgs, mut config: Config) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// One user as `inspect user` shows them (and the live view's user search): `None` when the
+/// store holds no state for `user` (a latest score left alone is not enough to show).
+/// `as_of`: when windows, features and scores are evaluated (default: the user's newest
+/// event, as the pipeline scores).
+pub(crate) async fn user_report(
+    store: &impl StateStore,
+    redis: &RedisConfig,
+    model: &tierflow_model::ModelHandle,
+    user: &str,
+    as_of: Option<EventTime>,
+) -> Result<Option<UserReport>> {
+    let state_key = redis.state_key(user);
+    let score_key = redis.score_key(user);
+    let state = store
+        .load(&[user])
+        .await?
+        .pop()
+        .context("one state per user")?
+        .with_context(|| format!("the state under {state_key} cannot be decoded"))?;
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    let latest = store.latest_scores(&[user]).await?.pop().flatten();
+    let latest_score = latest
+        .map(|bytes| decode::<UserScore>(&bytes, Encoding::Json))
+        .transpose()
+        .with_context(|| format!("the latest score under {score_key} cannot be decoded"))?;
+    let (history, unreadable) = history::decode_all(&store.history(user).await?);
+    if unreadable > 0 {
+        tracing::warn!(
+            user,
+            unreadable,
+            "history entries this build cannot read were skipped"
+        );
+    }
+    let as_of = as_of.unwrap_or_else(|| state.newest().unwrap_or_else(EventTime::now));
+    let mut report = report(
+        user,
+        state_key,
+        score_key,
+        &state,
+        as_of,
+        latest_score,
+        model,
+    )?;
+    report.history = history;
+    Ok(Some(report))
 }
 
 fn report(
@@ -220,7 +246,71 @@ fn report(
             expected_value: row.expected_value,
             reason_codes: reasons.into_iter().next().unwrap_or_default(),
         },
+        history: Vec::new(),
     })
+}
+
+/// The tier history, then the campaign decisions, newest first.
+fn print_history(out: &mut impl Write, history: &[HistoryEntry]) -> Result<()> {
+    let tiers = history.iter().filter_map(|e| match e {
+        HistoryEntry::TierChanged(r) => Some(r),
+        _ => None,
+    });
+    writeln!(out)?;
+    writeln!(out, "tier history (newest first)")?;
+    let mut any = false;
+    for r in tiers {
+        any = true;
+        let from = r
+            .from_tier
+            .map_or_else(|| "-".to_owned(), |t| t.to_string());
+        writeln!(
+            out,
+            "  {}  {from} → {}  event {}  model {}",
+            r.event_time, r.to_tier, r.causing_event_id, r.model_version
+        )?;
+    }
+    if !any {
+        writeln!(out, "  none kept")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "campaigns (newest first)")?;
+    any = false;
+    for e in history {
+        let line = match e {
+            HistoryEntry::TierChanged(_) => continue,
+            HistoryEntry::CampaignTriggered(r) => {
+                format!("{}  sent      {} ({})", r.event_time, r.campaign, r.rule)
+            }
+            HistoryEntry::CampaignControl(r) => {
+                format!("{}  held out  {} ({})", r.event_time, r.campaign, r.rule)
+            }
+            HistoryEntry::CampaignOutcome(r) => format!(
+                "{}  purchase  {} ({:?} arm) {:.2} {}, {} after the trigger",
+                r.purchased_at,
+                r.campaign,
+                r.arm,
+                r.revenue,
+                r.currency.as_deref().unwrap_or(""),
+                humanize_ms(r.delay_ms)
+            ),
+        };
+        any = true;
+        writeln!(out, "  {line}")?;
+    }
+    if !any {
+        writeln!(out, "  none kept")?;
+    }
+    Ok(())
+}
+
+fn humanize_ms(ms: i64) -> String {
+    let minutes = ms / 60_000;
+    match minutes {
+        m if m < 60 => format!("{m} min"),
+        m if m < 48 * 60 => format!("{:.1} h", m as f64 / 60.0),
+        m => format!("{:.1} d", m as f64 / 1440.0),
+    }
 }
 
 fn money(cents: i64) -> f64 {
@@ -331,6 +421,8 @@ fn print_tables(out: &mut impl Write, r: &UserReport) -> Result<()> {
         .map(|c| format!("{} {:+.3}", c.feature, c.contribution))
         .collect();
     writeln!(out, "reasons       {}", reasons.join(", "))?;
+
+    print_history(out, &r.history)?;
 
     writeln!(out)?;
     writeln!(
