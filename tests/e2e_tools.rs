@@ -44,6 +44,8 @@ const H30D: usize = 3;
 struct Record {
     partition: i32,
     offset: i64,
+    /// The Kafka record timestamp (the producer's create time), ms.
+    timestamp: Option<i64>,
     key: Option<String>,
     value: Option<Vec<u8>>,
 }
@@ -75,6 +77,7 @@ async fn read_topic(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Record>> {
             Ok(m) => out.push(Record {
                 partition: m.partition(),
                 offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 value: m.payload().map(<[u8]>::to_vec),
             }),
@@ -369,6 +372,7 @@ async fn inspect_tail_replay_and_forget_after_a_pipeline_run() -> Result<()> {
         end: &end,
     };
     replay_rebuilds_the_same_states_and_changes(&ran, &users, &states, &keys).await?;
+    replay_from_a_time_starts_at_the_first_record_of_that_time(&ran, &input).await?;
     forget_deletes_the_keys_and_publishes_a_tombstone(&ran, user).await?;
     eprintln!("whole test: {:?}", started.elapsed());
     Ok(())
@@ -574,6 +578,71 @@ struct Ran<'a> {
     group: &'a str,
     /// The end of every clickstream partition (all of it was processed).
     end: &'a BTreeMap<i32, i64>,
+}
+
+/// `replay --from TIME` (Kafka record timestamps): each partition starts at its first record
+/// stamped at or after TIME, as the broker's time index says, and runs to the end.
+async fn replay_from_a_time_starts_at_the_first_record_of_that_time(
+    ran: &Ran<'_>,
+    input: &[Record],
+) -> Result<()> {
+    let Ran {
+        config,
+        kafka,
+        topics,
+        group,
+        end,
+        ..
+    } = *ran;
+    // A time in the middle of the stream: the timestamp of its median record.
+    let mut stamps: Vec<i64> = input.iter().filter_map(|r| r.timestamp).collect();
+    ensure!(stamps.len() == input.len(), "records without timestamps");
+    stamps.sort_unstable();
+    let at = stamps[stamps.len() / 2];
+    ensure!(
+        at > stamps[0],
+        "every record has the same timestamp; the test needs a spread"
+    );
+    let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
+    for (partition, last) in end {
+        let first = input
+            .iter()
+            .filter(|r| r.partition == *partition && r.timestamp.is_some_and(|t| t >= at))
+            .map(|r| r.offset)
+            .min()
+            .unwrap_or(*last);
+        starts.insert(*partition, first);
+    }
+    let records: i64 = end.iter().map(|(p, last)| last - starts[p]).sum();
+    ensure!(records > 0 && records < end.values().sum::<i64>());
+    let from = EventTime::from_unix_millis(at).to_string();
+    let out = run_ok(
+        config,
+        &[
+            "replay",
+            "--from",
+            &from,
+            "--namespace",
+            "t",
+            "--until-caught-up",
+        ],
+    )?;
+    let spans: Vec<String> = starts
+        .iter()
+        .map(|(p, first)| format!("{p}:{first}..{}", end[p]))
+        .collect();
+    ensure!(
+        out.contains(&format!("replay t: {records} records")) && out.contains(&spans.join(" ")),
+        "from {from}: expected {records} records over {spans:?}:\n{out}"
+    );
+    let committed = tokio::task::block_in_place(|| {
+        committed_offsets(kafka, &format!("{group}.replay.t"), &topics.clickstream)
+    })?;
+    ensure!(
+        committed == *end,
+        "replay committed {committed:?}, end {end:?}"
+    );
+    Ok(())
 }
 
 async fn replay_rebuilds_the_same_states_and_changes(

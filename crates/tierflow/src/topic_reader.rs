@@ -156,17 +156,40 @@ pub(crate) fn starts(
             let found = consumer
                 .offsets_for_times(wanted, TIMEOUT)
                 .with_context(|| format!("offsets of {topic} at {time}"))?;
+            let answers: Vec<(i32, Offset)> = found
+                .elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset()))
+                .collect();
+            drop(found);
             let mut starts = BTreeMap::new();
-            for element in found.elements() {
-                let span = &spans[&element.partition()];
+            for (partition, answer) in answers {
+                let span = spans[&partition];
                 // No record at or after the time: start at the end.
-                let offset = match element.offset() {
-                    Offset::Offset(o) => clamp(span, o),
+                let offset = match answer {
+                    Offset::Offset(o) => clamp(&span, o),
                     _ => span.end,
                 };
-                starts.insert(element.partition(), offset);
+                let reader = Probe {
+                    consumer: &consumer,
+                    topic,
+                    partition,
+                };
+                // The broker's time index is checked, not trusted: tansu 0.6.0 answers
+                // offset 0 whatever the time. A wrong answer falls back to a binary search
+                // over the partition's timestamps.
+                let offset = if reader.starts_at(span, offset, time.unix_millis())? {
+                    offset
+                } else {
+                    tracing::debug!(
+                        partition,
+                        answer = offset,
+                        "broker's offset for the time is wrong; searching"
+                    );
+                    reader.search(span, time.unix_millis())?
+                };
+                starts.insert(partition, offset);
             }
-            drop(found);
             Ok(starts)
         }
     }
@@ -221,5 +244,83 @@ mod tests {
             ))),
         );
         check("yesterday", Err(()));
+    }
+}
+
+/// Reads single records of one partition by offset, to find where a time starts.
+struct Probe<'a> {
+    consumer: &'a BaseConsumer,
+    topic: &'a str,
+    partition: i32,
+}
+
+impl Probe<'_> {
+    /// The first record at or after `offset` (before `end`): its offset and Kafka timestamp
+    /// (`i64::MIN` when it has none).
+    fn record_at(&self, offset: i64, end: i64) -> Result<Option<(i64, i64)>> {
+        if offset >= end {
+            return Ok(None);
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(self.topic, self.partition, Offset::Offset(offset))?;
+        self.consumer.assign(&list)?;
+        let started = Instant::now();
+        loop {
+            if started.elapsed() > TIMEOUT {
+                bail!(
+                    "{}/{}: no record at offset {offset} after {TIMEOUT:?}",
+                    self.topic,
+                    self.partition
+                );
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(m)) if m.partition() == self.partition && m.offset() >= offset => {
+                    return Ok(Some((
+                        m.offset(),
+                        m.timestamp().to_millis().unwrap_or(i64::MIN),
+                    )));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(p))) if p == self.partition => return Ok(None),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    return Err(e)
+                        .with_context(|| format!("reading {}/{}", self.topic, self.partition));
+                }
+            }
+        }
+    }
+
+    /// Whether `offset` is where records stamped at or after `at` start: the record there
+    /// (if any) is, and the one before it (if any) is not.
+    fn starts_at(&self, span: Span, offset: i64, at: i64) -> Result<bool> {
+        let here = match self.record_at(offset, span.end)? {
+            Some((_, stamp)) => stamp >= at,
+            None => true,
+        };
+        if !here || offset <= span.low {
+            return Ok(here);
+        }
+        Ok(match self.record_at(offset - 1, span.end)? {
+            Some((found, stamp)) if found < offset => stamp < at,
+            _ => true,
+        })
+    }
+
+    /// The first offset whose record is stamped at or after `at`, by binary search (for
+    /// timestamps that do not decrease along the partition, as when producers stamp records
+    /// as they send them); `span.end` when there is none.
+    fn search(&self, span: Span, at: i64) -> Result<i64> {
+        let (mut low, mut high) = (span.low, span.end);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.record_at(mid, span.end)? {
+                Some((_, stamp)) if stamp >= at => high = mid,
+                Some((found, _)) => low = found + 1,
+                None => high = mid,
+            }
+        }
+        Ok(low)
     }
 }
