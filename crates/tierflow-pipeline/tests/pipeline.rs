@@ -112,12 +112,17 @@ async fn run_to_end(
     Ok(summary)
 }
 
-async fn end_to_end(kafka: KafkaConfig, topics: TopicsConfig, users: u64) -> Result<()> {
+async fn end_to_end(
+    kafka: KafkaConfig,
+    topics: TopicsConfig,
+    users: u64,
+    redis: RedisConfig,
+) -> Result<()> {
     let synth = synthetic(users, 20, 7);
     let records = produce(&kafka, &topics.clickstream, &synth).await?;
     let redis_config = RedisConfig {
         key_prefix: unique_name("p"),
-        ..RedisConfig::new(redis().url())
+        ..redis
     };
     let store = RedisStore::connect(redis_config.clone()).await?;
     let rules = Arc::new(RuleSet::parse(RULES)?);
@@ -307,7 +312,7 @@ async fn stream_matches_the_offline_replay_on_a_real_broker_and_redis() -> Resul
     let kafka = test_kafka(broker().bootstrap_servers());
     let topics = topics(3);
     ensure_topics(&kafka, &topics.specs()).await?;
-    end_to_end(kafka, topics, 120).await
+    end_to_end(kafka, topics, 120, RedisConfig::new(redis().url())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,5 +321,20 @@ async fn stream_matches_the_offline_replay_on_the_embedded_broker() -> Result<()
     let kafka = test_kafka(embedded.bootstrap_servers());
     let topics = topics(3);
     embedded.create_topics(&topics.specs())?;
-    end_to_end(kafka, topics, 60).await
+    end_to_end(kafka, topics, 60, RedisConfig::new(redis().url())).await
+}
+
+/// The same end-to-end run with state, timers, leases, histories and governance on a local
+/// 3-master Redis Cluster: the same outputs and states as the offline replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_matches_the_offline_replay_on_a_redis_cluster() -> Result<()> {
+    let cluster = tokio::task::spawn_blocking(tierflow_testkit::RedisCluster::start).await??;
+    let kafka = test_kafka(broker().bootstrap_servers());
+    let topics = topics(3);
+    ensure_topics(&kafka, &topics.specs()).await?;
+    let redis = RedisConfig {
+        cluster: true,
+        ..RedisConfig::new(cluster.urls())
+    };
+    end_to_end(kafka, topics, 120, redis).await
 }

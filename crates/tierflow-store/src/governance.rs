@@ -10,13 +10,16 @@
 //! (its event-time span plus `ALLOWED_LATENESS_MS`; verdicts [`IDEMPOTENCY_TTL_MS`]) so that
 //! Redis cleans up after itself. A replay of triggers older than those TTLs is decided afresh.
 //!
-//! Single node only: the opt-out set and per-campaign budgets live in other hash slots than a
-//! user's keys, so on a Cluster one script could not touch them all (see [`Governor::connect`]).
-//!
 //! Keys (`{prefix}` is `RedisConfig::key_prefix`): `{prefix}:optout` (a SET of user ids),
 //! `{prefix}:g:cool:{campaign}:{user}` (newest `fired_at` sent or held out, ms),
 //! `{prefix}:g:day:{day}:{user}` (sends that UTC day), `{prefix}:g:budget:{campaign}:{hour}`
 //! (sends that UTC hour), `{prefix}:g:idem:{idempotency key}` (the verdict given).
+//!
+//! On a Redis Cluster every governance key starts with the hash tag `{{prefix}:g}` instead of
+//! `{prefix}` (e.g. `{tierflow:g}:optout`), so they all share one slot and one script still
+//! sees them all atomically. Governance is light (one call per user with a fired rule, not
+//! per event), so its one shard is not a hot spot for the pipeline; the script is sent with
+//! `EVAL` there (no script cache to lose on a failover).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,7 +177,7 @@ return verdicts
 /// Decides campaign triggers against Redis. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Governor {
-    connection: ConnectionManager,
+    connection: GovernorConnection,
     config: RedisConfig,
     /// SHA1 of [`SCRIPT`], as Redis computed it when loading it.
     sha: Arc<str>,
@@ -190,15 +193,36 @@ impl std::fmt::Debug for Governor {
     }
 }
 
+#[derive(Clone)]
+enum GovernorConnection {
+    Single(ConnectionManager),
+    /// Every governance key in one slot (the hash tag `{{prefix}:g}`).
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
 impl Governor {
-    /// Connects to one Redis node and loads the script. A Cluster is refused: the script
-    /// touches the opt-out set and per-campaign budgets, which a Cluster places in other hash
-    /// slots than the user's keys, so one script could not see them all atomically.
+    /// Connects and loads the script (on a Cluster: connects to the seed nodes of
+    /// `config.url`, comma-separated; the script goes with every call).
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
         if config.cluster {
-            return Err(StoreError::Fatal(
-                "the campaign governor needs a single Redis node (its script spans the opt-out set, per-user and per-campaign keys, which a Cluster spreads over slots)".into(),
-            ));
+            let nodes: Vec<&str> = config.url.split(',').map(str::trim).collect();
+            let mut builder = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+                .response_timeout(Duration::from_millis(config.response_timeout_ms))
+                .retries(config.retries);
+            if let Some(certificates) = crate::redis_store::tls_certificates(&config)? {
+                builder = builder.certs(certificates);
+            }
+            let client = builder
+                .build()
+                .map_err(|e| StoreError::Fatal(format!("redis cluster config: {e}")))?;
+            let connection = client.get_async_connection().await.map_err(classify)?;
+            return Ok(Self {
+                connection: GovernorConnection::Cluster(connection),
+                config,
+                sha: Arc::from(""),
+                round_trips: Default::default(),
+            });
         }
         let client = client(&config)?;
         let manager_config = ConnectionManagerConfig::new()
@@ -212,7 +236,7 @@ impl Governor {
             .map_err(classify)?;
         let sha = load_script(&mut connection).await.map_err(classify)?;
         Ok(Self {
-            connection,
+            connection: GovernorConnection::Single(connection),
             config,
             sha: sha.into(),
             round_trips: Default::default(),
@@ -299,12 +323,21 @@ impl Governor {
     }
 
     fn optout_key(&self) -> String {
-        format!("{}:optout", self.config.key_prefix)
+        format!("{}:optout", self.key_base())
+    }
+
+    /// What every governance key starts with: the prefix, or on a Cluster the hash tag that
+    /// puts them all in one slot.
+    fn key_base(&self) -> String {
+        match self.connection {
+            GovernorConnection::Single(_) => self.config.key_prefix.clone(),
+            GovernorConnection::Cluster(_) => format!("{{{}:g}}", self.config.key_prefix),
+        }
     }
 
     /// The `EVALSHA` for one user, and for each script position the candidate's input index.
     fn script_call(&self, request: &GovernRequest) -> (redis::Cmd, Vec<usize>) {
-        let prefix = &self.config.key_prefix;
+        let prefix = &self.key_base();
         let user = &request.user_id;
         let mut order: Vec<usize> = (0..request.candidates.len()).collect();
         order.sort_by(|&a, &b| {
@@ -315,10 +348,19 @@ impl Governor {
                 &b.campaign,
             ))
         });
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&*self.sha)
-            .arg(1 + 4 * order.len())
-            .arg(self.optout_key());
+        let mut cmd = match self.connection {
+            GovernorConnection::Single(_) => {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&*self.sha);
+                cmd
+            }
+            GovernorConnection::Cluster(_) => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(SCRIPT);
+                cmd
+            }
+        };
+        cmd.arg(1 + 4 * order.len()).arg(self.optout_key());
         for &i in &order {
             let c = &request.candidates[i];
             let at = c.fired_at.unix_millis();
@@ -363,11 +405,17 @@ impl Governor {
         let mut attempt = 0;
         loop {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
-            let mut connection = self.connection.clone();
-            let error = match pipeline.query_async::<T>(&mut connection).await {
+            let result = match self.connection.clone() {
+                GovernorConnection::Single(mut c) => pipeline.query_async::<T>(&mut c).await,
+                GovernorConnection::Cluster(mut c) => pipeline.query_async::<T>(&mut c).await,
+            };
+            let error = match result {
                 Ok(value) => return Ok(value),
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                     self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    let GovernorConnection::Single(mut connection) = self.connection.clone() else {
+                        return Err(classify(e));
+                    };
                     match load_script(&mut connection).await {
                         // Reloaded: worth another attempt.
                         Ok(_) => StoreError::Unavailable(format!("script reloaded after: {e}")),

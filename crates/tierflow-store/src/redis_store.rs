@@ -227,7 +227,9 @@ async fn query<T: redis::FromRedisValue>(
 
 /// TLS settings for `rediss://` URLs: rustls with the ring provider, trusting `tls_ca_file`
 /// when given, else the system's roots.
-fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, StoreError> {
+pub(crate) fn tls_certificates(
+    config: &RedisConfig,
+) -> Result<Option<redis::TlsCertificates>, StoreError> {
     if !config
         .url
         .split(',')

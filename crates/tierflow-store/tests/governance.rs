@@ -345,3 +345,86 @@ async fn racing_consumers_never_exceed_the_caps() -> Result<()> {
     ensure!(got == [Send, Send, DailyCap], "{got:?}");
     Ok(())
 }
+
+/// On a 3-master Redis Cluster: every governance key shares one slot, so the script stays
+/// atomic; the verdicts are the single node's (cooldown, daily cap, opt-out, budget,
+/// replay), racing consumers with their own connections still get exactly the caps, and a
+/// batch of users costs one round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_cluster_governs_like_a_single_node() -> Result<()> {
+    let cluster = tokio::task::spawn_blocking(tierflow_testkit::RedisCluster::start).await??;
+    let mut config = RedisConfig::new(cluster.urls());
+    config.cluster = true;
+    config.key_prefix = unique_name("gov");
+    let g = Governor::connect(config.clone()).await?;
+
+    // Cooldown both ways, then the daily cap (3).
+    let cool = |ms| GovernCandidate {
+        cooldown_ms: 2 * HOUR,
+        ..cand("cool", ms)
+    };
+    ensure!(decide_one(&g, request("u", vec![cool(5 * HOUR)])).await? == [Send]);
+    ensure!(decide_one(&g, request("u", vec![cool(4 * HOUR)])).await? == [Cooldown]);
+    ensure!(decide_one(&g, request("u", vec![cool(7 * HOUR)])).await? == [Send]);
+    let got = decide_one(
+        &g,
+        request("u", vec![cand("x", 8 * HOUR), cand("y", 9 * HOUR)]),
+    )
+    .await?;
+    ensure!(got == [Send, DailyCap], "{got:?}");
+    // A replay gets the same verdicts.
+    ensure!(
+        decide_one(
+            &g,
+            request("u", vec![cand("x", 8 * HOUR), cand("y", 9 * HOUR)])
+        )
+        .await?
+            == got
+    );
+    // Opt-out.
+    g.opt_out(&["quiet"]).await?;
+    ensure!(decide_one(&g, request("quiet", vec![cand("a", 0)])).await? == [OptedOut]);
+
+    // Racing consumers, one connection each: a budget of 10 per hour holds across them.
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..4 {
+        let config = config.clone();
+        tasks.spawn(async move {
+            let g = Governor::connect(config).await?;
+            let requests: Vec<GovernRequest> = (0..20)
+                .map(|u| {
+                    request(
+                        &format!("t{t}u{u}"),
+                        vec![GovernCandidate {
+                            budget_per_hour: Some(10),
+                            ..cand("budgeted", 5 * 60_000)
+                        }],
+                    )
+                })
+                .collect();
+            let trips = g.round_trips();
+            let decided = g.decide(&requests).await?;
+            ensure!(g.round_trips() == trips + 1, "20 users in one round trip");
+            anyhow::Ok(decided.iter().filter(|v| v.as_slice() == [Send]).count())
+        });
+    }
+    let sends: usize = tasks.join_all().await.into_iter().sum::<Result<usize>>()?;
+    ensure!(
+        sends == 10,
+        "{sends} sends with a budget of 10 on a cluster"
+    );
+
+    // All of it on one master: the keys share a slot.
+    let mut holding = 0;
+    for port in cluster.ports() {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let keys: i64 = ::redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        holding += usize::from(keys > 0);
+    }
+    ensure!(
+        holding == 1,
+        "governance keys spread over {holding} masters"
+    );
+    Ok(())
+}
