@@ -319,7 +319,9 @@ impl Running {
     /// The port `http.listen` port 0 bound, from the start-up log line.
     fn logged_port(&self) -> Option<u16> {
         let log = self.log();
-        let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving") && l.contains("/metrics"))?;
         let after = line.split("127.0.0.1:").nth(1)?;
         let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()

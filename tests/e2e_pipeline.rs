@@ -149,7 +149,9 @@ fn log_tail(dir: &Path, attempt: usize) -> String {
 fn logged_port(setup: &Setup, attempt: usize) -> Option<u16> {
     let text =
         std::fs::read_to_string(setup.log_dir.path().join(format!("run-{attempt}.log"))).ok()?;
-    let line = text.lines().find(|l| l.contains("serving /metrics"))?;
+    let line = text
+        .lines()
+        .find(|l| l.contains("serving") && l.contains("/metrics"))?;
     let after = line.split("127.0.0.1:").nth(1)?;
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
@@ -375,5 +377,157 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
         observed.triggered.len(),
         observed.held.len()
     );
+    Ok(())
+}
+
+/// Sends SIGTERM and waits for the exit: 0 expected (the caller checks).
+fn terminate(child: &mut Child, within: Duration) -> Result<std::process::ExitStatus> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(status.success(), "kill -TERM failed");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        ensure!(
+            started.elapsed() < within,
+            "no exit {within:?} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Scale-out: three `tierflow run` processes in one group on a 12-partition topic while the
+/// stream flows — a second and a third join, then the first leaves (SIGTERM) — end with the
+/// state, the deduped outputs and the offsets a single process gives (the offline replay,
+/// which the other tests hold a single process to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_joining_and_leaving_on_twelve_partitions_equal_one() -> Result<()> {
+    let kafka = test_kafka(broker().bootstrap_servers());
+    let topics = topics(12);
+    ensure_topics(&kafka, &topics.specs()).await?;
+    let stream = generated(&synthetic(400, 20, 13));
+    let records = stream.len() as u64;
+    let feeding = {
+        let (kafka, topic) = (kafka.clone(), topics.clickstream.clone());
+        tokio::spawn(async move {
+            for chunk in stream.chunks(1_000) {
+                produce_records(&kafka, &topic, chunk).await?;
+                tokio::time::sleep(Duration::from_millis(1_000)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let setup = write_config(&kafka, &topics, &redis().url(), 200)?;
+    let done = |kafka: &KafkaConfig| -> i64 {
+        tokio::task::block_in_place(|| committed(kafka, &setup.group, &topics.clickstream))
+            .values()
+            .sum()
+    };
+    let long = Duration::from_secs(120);
+
+    let mut first = spawn(&setup, 1)?;
+    wait_ready(&setup, &mut first, 1, long).with_context(|| log_tail(setup.log_dir.path(), 1))?;
+    let started = Instant::now();
+    while done(&kafka) < records as i64 / 6 {
+        ensure!(
+            started.elapsed() < long,
+            "the first process made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut second = spawn(&setup, 2)?;
+    wait_ready(&setup, &mut second, 2, long).with_context(|| log_tail(setup.log_dir.path(), 2))?;
+    let mut third = spawn(&setup, 3)?;
+    wait_ready(&setup, &mut third, 3, long).with_context(|| log_tail(setup.log_dir.path(), 3))?;
+    ensure!(
+        !feeding.is_finished(),
+        "the stream ended before every process joined; produce more"
+    );
+    // The first leaves while the stream still flows.
+    let left = terminate(&mut first, long)?;
+    ensure!(
+        left.success(),
+        "the first process exited {left}:\n{}",
+        log_tail(setup.log_dir.path(), 1)
+    );
+    let at_leave = done(&kafka);
+    feeding.await??;
+    let input = pipeline_common::read_all(
+        &kafka,
+        &topics.clickstream,
+        records as usize,
+        Duration::from_secs(3),
+    )
+    .await?;
+    let end = ends(&input);
+    let started = Instant::now();
+    while tokio::task::block_in_place(|| committed(&kafka, &setup.group, &topics.clickstream))
+        != end
+    {
+        for (attempt, child) in [(2, &mut second), (3, &mut third)] {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "process {attempt} exited with {status}:\n{}",
+                    log_tail(setup.log_dir.path(), attempt)
+                );
+            }
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(240),
+            "offsets never reached the end"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (attempt, child) in [(2, &mut second), (3, &mut third)] {
+        let status = terminate(child, long)?;
+        ensure!(
+            status.success(),
+            "process {attempt} exited {status}:\n{}",
+            log_tail(setup.log_dir.path(), attempt)
+        );
+    }
+    ensure!(
+        at_leave < records as i64,
+        "the first process left after the stream was done ({at_leave} of {records})"
+    );
+
+    let observed = observe(&kafka, &topics, &setup.group, records).await?;
+    let scorer = Scorer::new(&Artifact::embedded_default()?, &Device::flex())?;
+    let sources: Vec<_> = observed.input.iter().map(Read::source).collect();
+    let rules = tierflow_rules::RuleSet::parse(&std::fs::read_to_string(rules_file())?)?;
+    let expected =
+        offline::replay_with(&scorer, &PipelineConfig::default(), Some(&rules), &sources)?;
+    let store = RedisStore::connect(RedisConfig {
+        key_prefix: setup.key_prefix.clone(),
+        ..RedisConfig::new(redis().url())
+    })
+    .await?;
+    check(&observed, &expected, &store, scorer.version(), true).await?;
+    check_triggers(&observed, &expected, true)?;
+    check_outcomes(&observed, &expected, &rules, true)?;
+    check_exposures(&observed, &store, &rules).await?;
+    // Every process did part of the work, and stopped cleanly.
+    for attempt in 1..=3 {
+        let log = std::fs::read_to_string(setup.log_dir.path().join(format!("run-{attempt}.log")))?;
+        let processed: Option<u64> = log
+            .lines()
+            .rfind(|l| l.contains("stopped cleanly"))
+            .and_then(|l| l.split("records=").nth(1))
+            .and_then(|r| {
+                r.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .ok()
+            });
+        ensure!(
+            processed.is_some_and(|n| n > 0),
+            "process {attempt} processed {processed:?} records:\n{}",
+            log_tail(setup.log_dir.path(), attempt)
+        );
+    }
     Ok(())
 }

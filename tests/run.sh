@@ -3,6 +3,8 @@
 #
 # Installs what the tests need, once and idempotently, then runs the whole workspace's tests:
 #   - redis-server: Debian's package (apt-get), unless one is already on PATH;
+#   - chromium (headless, for the live view's browser test): Debian's package (apt-get), unless
+#     `chromium` is on PATH or TIERFLOW_CHROMIUM names one; no browser downloads from elsewhere;
 #   - tansu 0.6.0, a Kafka-protocol broker: `cargo install` into ~/.cache/tierflow (about 13
 #     minutes on 2 cores, the first time only).
 # Tests start their own private redis-server and broker on free loopback ports; nothing here
@@ -35,6 +37,21 @@ ensure_redis() {
   command -v redis-server >/dev/null || die "redis-server still not on PATH after installing."
 }
 
+ensure_chromium() {
+  if [ -n "${TIERFLOW_CHROMIUM:-}" ] || command -v chromium >/dev/null; then return; fi
+  command -v apt-get >/dev/null || die "chromium is missing and apt-get is not available: install Chromium (chromium on PATH) or set TIERFLOW_CHROMIUM."
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "chromium is missing; installing it needs root (no sudo found)."
+    sudo="sudo"
+  fi
+  say "installing chromium (Debian package, for the live view's headless browser test)"
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed; install chromium by hand."
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
+    || die "apt-get install chromium failed; install it by hand or set TIERFLOW_CHROMIUM."
+  command -v chromium >/dev/null || die "chromium still not on PATH after installing."
+}
+
 ensure_tansu() {
   if [ -x "$TOOLS/bin/tansu" ] && "$TOOLS/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     return
@@ -52,6 +69,7 @@ ensure_tansu() {
 }
 
 ensure_redis
+ensure_chromium
 ensure_tansu
 # The real public data sets (importer tests) live in the shared folder beside the checkout;
 # a clone elsewhere finds them at the workplace's fixed location.

@@ -47,7 +47,8 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the demo on embedded defaults: an in-process Kafka broker, synthetic users, and
-    /// a consumer group reading them back, with dead letters for malformed records.
+    /// a consumer group reading them back, with dead letters for malformed records. --listen
+    /// serves the live view's web page, --dashboard draws it in the terminal.
     Demo(DemoArgs),
     /// Generate a seeded synthetic clickstream (users with latent segments, real funnels,
     /// daily and weekly rhythm) to JSON lines or a Kafka topic.
@@ -69,7 +70,8 @@ pub(crate) enum Command {
     /// that keeps every user's windows in Redis, scores each update with the model, and
     /// publishes tier changes (with hysteresis), latest scores and dead letters. Offsets are
     /// committed only after outputs are acknowledged and state is stored; start more
-    /// processes with the same group to scale out. Serves /metrics, /healthz and /readyz.
+    /// processes with the same group to scale out. Serves the live view (a web page at /),
+    /// /metrics, /healthz and /readyz on http.listen; --dashboard draws it in the terminal.
     /// SIGTERM or Ctrl-C finishes and commits the batch in flight, then exits 0.
     Run(RunArgs),
     /// Show what tierflow knows about one user: the windows per horizon, the feature vector,
@@ -118,12 +120,30 @@ pub(crate) struct RunArgs {
     /// Default: the model compiled into the binary.
     #[arg(long, value_name = "DIR")]
     pub(crate) model: Option<PathBuf>,
-    /// Listen address of /metrics, /healthz, /readyz; overrides http.listen.
+    /// Listen address of the live view (the web page at /, /api/live, /api/user/ID),
+    /// /metrics, /healthz and /readyz; overrides http.listen.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) http_listen: Option<String>,
     /// Create missing topics before starting (as `tierflow topics`).
     #[arg(long)]
     pub(crate) create_topics: bool,
+    #[command(flatten)]
+    pub(crate) dashboard: DashboardArgs,
+}
+
+/// The terminal dashboard of `run` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DashboardArgs {
+    /// Draw a live dashboard in the terminal: events/s, consumer lag, batch latency p50/p99,
+    /// users per tier, triggers per campaign, the latest tier changes and triggers (counted
+    /// from the output topics, so group-wide). q, Esc or Ctrl-C stops the command
+    /// gracefully. Needs stdout to be a terminal. While it draws, logs go to
+    /// --dashboard-log instead of stderr.
+    #[arg(long)]
+    pub(crate) dashboard: bool,
+    /// Where logs go while the dashboard draws (appended).
+    #[arg(long, value_name = "FILE", default_value = "tierflow-dashboard.log")]
+    pub(crate) dashboard_log: PathBuf,
 }
 
 /// What `tierflow inspect` looks at.
@@ -587,6 +607,16 @@ pub(crate) struct DemoArgs {
     /// Fraction of malformed records mixed in (they go to the dead-letter topic).
     #[arg(long, default_value_t = 0.005, value_parser = fraction)]
     pub(crate) malformed: f64,
+    /// Serve the live view while the demo runs: the web page at http://HOST:PORT/ (throughput,
+    /// latency, tier flow, triggers per campaign, user search), /api/live, /api/user/ID and
+    /// /metrics. Port 0 picks a free port; the URL is printed.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<String>,
+    /// After the summary, keep serving the live view until Ctrl-C or SIGTERM.
+    #[arg(long, requires = "listen")]
+    pub(crate) hold: bool,
+    #[command(flatten)]
+    pub(crate) dashboard: DashboardArgs,
 }
 
 fn fraction(text: &str) -> Result<f64, String> {

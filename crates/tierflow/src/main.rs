@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod config;
+mod live;
 mod progress;
 mod sink;
 mod telemetry;

@@ -224,29 +224,6 @@ pub(crate) fn commit_positions(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_positions_parse() {
-        let check = |text: &str, expected: Result<StartAt, ()>| {
-            assert_eq!(text.parse::<StartAt>().map_err(|_| ()), expected, "{text}");
-        };
-        check("beginning", Ok(StartAt::Beginning));
-        check("end", Ok(StartAt::End));
-        check("42", Ok(StartAt::Offset(42)));
-        check("-1", Err(()));
-        check(
-            "2026-01-02T00:00:00Z",
-            Ok(StartAt::Time(EventTime::from_unix_millis(
-                1_767_312_000_000,
-            ))),
-        );
-        check("yesterday", Err(()));
-    }
-}
-
 /// Reads single records of one partition by offset, to find where a time starts.
 struct Probe<'a> {
     consumer: &'a BaseConsumer,
@@ -322,5 +299,28 @@ impl Probe<'_> {
             }
         }
         Ok(low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        let check = |text: &str, expected: Result<StartAt, ()>| {
+            assert_eq!(text.parse::<StartAt>().map_err(|_| ()), expected, "{text}");
+        };
+        check("beginning", Ok(StartAt::Beginning));
+        check("end", Ok(StartAt::End));
+        check("42", Ok(StartAt::Offset(42)));
+        check("-1", Err(()));
+        check(
+            "2026-01-02T00:00:00Z",
+            Ok(StartAt::Time(EventTime::from_unix_millis(
+                1_767_312_000_000,
+            ))),
+        );
+        check("yesterday", Err(()));
     }
 }

@@ -5,6 +5,9 @@
 //! of `deploy/rules.toml` with in-memory governance, dead-letter malformed records, and commit
 //! offsets only after outputs and state — exactly what `tierflow run` does against real Kafka
 //! and Redis, which is a matter of configuration.
+//!
+//! `--listen` serves the live view while it runs (`--hold` keeps serving after the summary);
+//! `--dashboard` draws it in the terminal.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,9 +21,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use tierflow_data::synth::{self, Dials, Segment, SynthConfig};
-use tierflow_events::{CampaignTriggered, DeadLetter, Encoding, TierChanged, decode};
+use tierflow_events::{CampaignTriggered, DeadLetter, Encoding, EventTime, TierChanged, decode};
 use tierflow_pipeline::{
-    Campaigns, Governance, Health, Pipeline, PipelineConfig, PipelineError, RunSummary,
+    Campaigns, Governance, Health, Pipeline, PipelineConfig, PipelineError, RunSummary, telemetry,
 };
 use tierflow_rules::{Ledger, RuleSet};
 use tierflow_store::{MemoryStore, StateStore};
@@ -31,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::DemoArgs;
 use crate::config::{Config, TopicsConfig};
+use crate::live::{self, LiveFeed};
 use crate::sink::{Sink, pump};
 use crate::topic_reader::assign_only_config;
 
@@ -46,6 +50,30 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     if args.consumers == 0 || args.partitions < 1 {
         bail!("--consumers and --partitions must be at least 1");
     }
+    let dashboard = args.dashboard.dashboard;
+    if dashboard {
+        live::tui::ensure_terminal()?;
+    }
+    let listen: Option<std::net::SocketAddr> = args
+        .listen
+        .as_deref()
+        .map(|text| {
+            text.parse()
+                .with_context(|| format!("--listen {text:?} is not HOST:PORT"))
+        })
+        .transpose()?;
+    // The live view reads this process's metrics; without it the demo records none.
+    let metrics = if listen.is_some() || dashboard {
+        match telemetry::install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; the live view has no rates");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let started = Instant::now();
     let broker = EmbeddedBroker::start(1).context("starting the embedded broker")?;
     let mut kafka = broker.kafka_config();
@@ -124,55 +152,87 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         members.push((health, tokio::spawn(pipeline.run(shutdown.clone()))));
     }
 
-    // Produce on a blocking thread through the same bounded sink `generate --topic` uses,
-    // while the members work.
+    // The live view: the output topics from their beginning, this process's metrics.
+    let feed = LiveFeed::new("tierflow demo", EventTime::now());
+    let (end_view, view_ends) = watch::channel(false);
+    let view_sources = if listen.is_some() || dashboard {
+        live::start(
+            &feed,
+            kafka.clone(),
+            topics.clone(),
+            live::StartFrom::Beginning,
+            metrics.clone(),
+            view_ends.clone(),
+        )
+    } else {
+        Vec::new()
+    };
+    let server = match listen {
+        Some(addr) => {
+            let users = super::run::InspectUsers::new(tierflow_store::RedisConfig::default());
+            users.ready(Arc::clone(&store), Arc::clone(&model));
+            let router = live::router(feed.clone(), users)
+                .merge(telemetry::router(metrics, Arc::clone(&members[0].0)));
+            let (bound, server) = telemetry::serve(addr, router)
+                .await
+                .with_context(|| format!("listening on {addr} for the live view"))?;
+            writeln!(std::io::stdout().lock(), "live view: http://{bound}/\n")?;
+            Some(server)
+        }
+        None => None,
+    };
+    let (quit, mut quitting) = watch::channel(false);
+    let tui = dashboard.then(|| {
+        super::run::spawn_dashboard(
+            &args.dashboard,
+            feed.clone(),
+            format!("{} users, {} days", args.users, args.days),
+            quit,
+            view_ends,
+        )
+    });
+    let view = ViewTasks {
+        end_view,
+        tui,
+        view_sources,
+    };
+
     let produced = Arc::new(AtomicU64::new(0));
+    // The dashboard owns the screen: no status lines under it.
     let progress = tokio::spawn(report_progress(
         Arc::clone(&produced),
         members.iter().map(|(h, _)| Arc::clone(h)).collect(),
+        !dashboard,
     ));
-    let mut sink = Sink::kafka(&kafka, topics.clickstream.clone(), args.rate, 10_000)?;
-    let generator_config = synth_config.clone();
-    let counter = Arc::clone(&produced);
-    let (_, _end) = pump(
-        &mut sink,
-        &indicatif::ProgressBar::hidden(),
-        move |emitter| {
-            for record in synth::generate(&generator_config) {
-                counter.fetch_add(1, Ordering::Relaxed);
-                if !emitter.emit(record.key().to_owned(), record.to_bytes()) {
-                    break;
-                }
-            }
-        },
-    )
-    .await?;
-    let total = sink.finish().await?.records;
-
-    // Wait until the group's committed offsets reach the end of every partition (or a member
-    // stopped with an error). Counting records is not enough: a rebalance replays records.
-    let caught_up = Instant::now();
-    let stream_ends = tokio::task::block_in_place(|| high_watermarks(&kafka, &topics.clickstream))?;
-    loop {
-        let done: u64 = members.iter().map(|(h, _)| h.records()).sum();
-        if members.iter().any(|(_, task)| task.is_finished()) {
-            break;
-        }
-        if done >= total {
-            let committed = tokio::task::block_in_place(|| {
-                committed_offsets(&kafka, GROUP, &topics.clickstream)
-            })?;
-            if committed == stream_ends {
-                break;
-            }
-        }
-        if caught_up.elapsed() > CATCH_UP {
+    let work = produce_and_catch_up(&args, &synth_config, &kafka, &topics, &produced, &members);
+    let total = tokio::select! {
+        total = work => total,
+        () = quit_pressed(&mut quitting) => {
+            // q in the dashboard: stop the members gracefully, no summary.
             progress.abort();
-            bail!("the pipeline processed {done} of {total} records in {CATCH_UP:?}");
+            stop.send(true)?;
+            for (_, task) in members {
+                task.await.context("a pipeline member panicked")??;
+            }
+            view.end().await?;
+            writeln!(std::io::stdout().lock(), "demo stopped before it finished (q)")?;
+            return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let total = match total {
+        Ok(total) => total,
+        Err(e) => {
+            progress.abort();
+            view.end().await?;
+            return Err(e);
+        }
+    };
     progress.abort();
+    feed.lock().set_status(if dashboard {
+        "demo finished: q shows the summary"
+    } else {
+        "demo finished"
+    });
     stop.send(true)?;
     let mut summary = RunSummary::default();
     for (_, task) in members {
@@ -201,6 +261,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         *by_segment.entry((segment, tier)).or_default() += 1;
     }
 
+    // The summary prints once the dashboard has left the screen.
+    let view = view.dashboard_closed().await?;
     print_summary(&Report {
         total,
         elapsed,
@@ -213,16 +275,121 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         topics: &topics,
     })?;
     if committed != ends {
+        view.end().await?;
         bail!("committed offsets {committed:?} do not reach the end of the topic {ends:?}");
     }
+    if args.hold {
+        writeln!(
+            std::io::stdout().lock(),
+            "\nholding: the live view stays up until Ctrl-C or SIGTERM"
+        )?;
+        std::io::stdout().flush()?;
+        super::shutdown_signal().await;
+    }
+    view.end().await?;
+    if let Some(server) = server {
+        server.abort();
+    }
     Ok(())
+}
+
+/// Resolves when the dashboard's q asks to stop; never without a dashboard (or once it is
+/// gone).
+async fn quit_pressed(quitting: &mut watch::Receiver<bool>) {
+    if quitting.wait_for(|q| *q).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What the live view runs, to be ended before the demo returns.
+struct ViewTasks {
+    end_view: watch::Sender<bool>,
+    tui: Option<JoinHandle<Result<()>>>,
+    view_sources: Vec<JoinHandle<()>>,
+}
+
+impl ViewTasks {
+    /// Waits for the dashboard (if any) to be closed with q.
+    async fn dashboard_closed(mut self) -> Result<Self> {
+        if let Some(tui) = self.tui.take() {
+            tui.await.context("the dashboard panicked")??;
+        }
+        Ok(self)
+    }
+
+    /// Stops the dashboard and the feed's sources.
+    async fn end(self) -> Result<()> {
+        let _ = self.end_view.send(true);
+        if let Some(tui) = self.tui {
+            tui.await.context("the dashboard panicked")??;
+        }
+        for task in self.view_sources {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+/// Produces the synthetic stream while the members work, then waits until the group's
+/// committed offsets reach the end of every partition (or a member stopped with an error).
+/// Returns the records produced.
+async fn produce_and_catch_up(
+    args: &DemoArgs,
+    synth_config: &SynthConfig,
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+    produced: &Arc<AtomicU64>,
+    members: &[(Arc<Health>, Member)],
+) -> Result<u64> {
+    // Produce on a blocking thread through the same bounded sink `generate --topic` uses.
+    let mut sink = Sink::kafka(kafka, topics.clickstream.clone(), args.rate, 10_000)?;
+    let generator_config = synth_config.clone();
+    let counter = Arc::clone(produced);
+    let (_, _end) = pump(
+        &mut sink,
+        &indicatif::ProgressBar::hidden(),
+        move |emitter| {
+            for record in synth::generate(&generator_config) {
+                counter.fetch_add(1, Ordering::Relaxed);
+                if !emitter.emit(record.key().to_owned(), record.to_bytes()) {
+                    break;
+                }
+            }
+        },
+    )
+    .await?;
+    let total = sink.finish().await?.records;
+
+    // Counting records is not enough: a rebalance replays records.
+    let caught_up = Instant::now();
+    let stream_ends = tokio::task::block_in_place(|| high_watermarks(kafka, &topics.clickstream))?;
+    loop {
+        let done: u64 = members.iter().map(|(h, _)| h.records()).sum();
+        if members.iter().any(|(_, task)| task.is_finished()) {
+            break;
+        }
+        if done >= total {
+            let committed = tokio::task::block_in_place(|| {
+                committed_offsets(kafka, GROUP, &topics.clickstream)
+            })?;
+            if committed == stream_ends {
+                break;
+            }
+        }
+        if caught_up.elapsed() > CATCH_UP {
+            bail!("the pipeline processed {done} of {total} records in {CATCH_UP:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(total)
 }
 
 fn segment_name(segment: Segment) -> String {
     segment.as_str().to_owned()
 }
 
-async fn report_progress(produced: Arc<AtomicU64>, members: Vec<Arc<Health>>) {
+/// A status line a second (when `print`; the dashboard shows the same and more).
+async fn report_progress(produced: Arc<AtomicU64>, members: Vec<Arc<Health>>, print: bool) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let started = Instant::now();
@@ -232,6 +399,10 @@ async fn report_progress(produced: Arc<AtomicU64>, members: Vec<Arc<Health>>) {
         let produced = produced.load(Ordering::Relaxed);
         let done: u64 = members.iter().map(|h| h.records()).sum();
         let batches: u64 = members.iter().map(|h| h.batches()).sum();
+        if !print {
+            last = done;
+            continue;
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,

@@ -1,15 +1,21 @@
-//! `tierflow run`: the streaming pipeline, wired from configuration.
+//! `tierflow run`: the streaming pipeline, wired from configuration, with its live view (the
+//! web page beside /metrics, and `--dashboard` in the terminal).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tierflow_events::EventTime;
+use tierflow_model::ModelHandle;
 use tierflow_pipeline::{Health, Pipeline, shutdown_on_signals, telemetry};
-use tierflow_store::RedisStore;
+use tierflow_store::{RedisConfig, RedisStore, StateStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::cli::RunArgs;
+use crate::cli::{DashboardArgs, RunArgs};
 use crate::config::Config;
+use crate::live::{self, LiveFeed, UserLookup};
 
 pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
     if let Some(url) = args.redis {
@@ -29,6 +35,10 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
 
+    if args.dashboard.dashboard {
+        live::tui::ensure_terminal()?;
+    }
+
     let metrics = match telemetry::install_recorder() {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -42,10 +52,27 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         .listen
         .parse()
         .with_context(|| format!("http.listen {:?} is not HOST:PORT", config.http.listen))?;
-    let (bound, server) = telemetry::serve(listen, telemetry::router(metrics, Arc::clone(&health)))
+    let feed = LiveFeed::new(
+        format!("tierflow run · group {}", config.pipeline.group_id),
+        EventTime::now(),
+    );
+    // The user search answers once Redis and the model are ready; /metrics serves before.
+    let users = InspectUsers::<RedisStore>::new(config.redis.clone());
+    let router = live::router(feed.clone(), users.clone())
+        .merge(telemetry::router(metrics.clone(), Arc::clone(&health)));
+    let (bound, server) = telemetry::serve(listen, router)
         .await
         .with_context(|| format!("listening on {listen} for /metrics"))?;
-    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    tracing::info!(addr = %bound, "serving the live view at /, /metrics, /healthz and /readyz");
+    let (end_view, view_ends) = watch::channel(false);
+    let _live_sources = live::start(
+        &feed,
+        config.kafka.clone(),
+        config.topics.clone(),
+        live::StartFrom::End,
+        metrics,
+        view_ends.clone(),
+    );
 
     let model = Arc::new(super::open_model(&config)?);
     let _watcher = (config.model.artifact.is_some() && config.model.reload_interval_secs > 0)
@@ -69,8 +96,18 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         }
         _ => None,
     };
-    let (_stop, shutdown, signals) = shutdown_on_signals();
+    users.ready(store.clone(), Arc::clone(&model));
+    let (stop, shutdown, signals) = shutdown_on_signals();
     tokio::spawn(signals);
+    let dashboard = args.dashboard.dashboard.then(|| {
+        spawn_dashboard(
+            &args.dashboard,
+            feed.clone(),
+            format!("group {}", config.pipeline.group_id),
+            stop,
+            view_ends,
+        )
+    });
     let pipeline = Pipeline {
         config: config.pipeline.clone(),
         kafka: config.kafka.clone(),
@@ -80,7 +117,12 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         health,
         campaigns,
     };
-    let summary = pipeline.run(shutdown).await?;
+    let summary = pipeline.run(shutdown).await;
+    let _ = end_view.send(true);
+    if let Some(dashboard) = dashboard {
+        dashboard.await.context("the dashboard panicked")??;
+    }
+    let summary = summary?;
     server.abort();
     tracing::info!(
         batches = summary.batches,
@@ -91,4 +133,68 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         "stopped cleanly"
     );
     Ok(())
+}
+
+/// Draws the terminal dashboard on a blocking thread until a key stops the command (`stop`)
+/// or the view ends; logs go to the dashboard's log file meanwhile.
+pub(super) fn spawn_dashboard(
+    args: &DashboardArgs,
+    feed: LiveFeed,
+    title: String,
+    stop: watch::Sender<bool>,
+    view_ends: watch::Receiver<bool>,
+) -> JoinHandle<Result<()>> {
+    let log = args.dashboard_log.clone();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening the dashboard log {}", log.display()))?;
+        crate::telemetry::logs_to_file(file);
+        let result = live::tui::run(&feed, &title, &stop, &view_ends);
+        crate::telemetry::logs_to_stderr();
+        result
+    })
+}
+
+/// `/api/user/{id}`: the user as `tierflow inspect user --json` shows them, from the state
+/// store the pipeline writes and the model it scores with.
+pub(super) struct InspectUsers<S> {
+    ready: Arc<OnceLock<(S, Arc<ModelHandle>)>>,
+    redis: RedisConfig,
+}
+
+impl<S> Clone for InspectUsers<S> {
+    fn clone(&self) -> Self {
+        Self {
+            ready: Arc::clone(&self.ready),
+            redis: self.redis.clone(),
+        }
+    }
+}
+
+impl<S> InspectUsers<S> {
+    /// Not ready: lookups answer an error until [`Self::ready`].
+    pub(super) fn new(redis: RedisConfig) -> Self {
+        Self {
+            ready: Arc::new(OnceLock::new()),
+            redis,
+        }
+    }
+
+    pub(super) fn ready(&self, store: S, model: Arc<ModelHandle>) {
+        let _ = self.ready.set((store, model));
+    }
+}
+
+impl<S: StateStore + Send + Sync + 'static> UserLookup for InspectUsers<S> {
+    async fn user_json(&self, id: &str) -> Result<Option<String>> {
+        let (store, model) = self
+            .ready
+            .get()
+            .context("still starting: the state store is not connected yet")?;
+        let report = super::inspect::user_report(store, &self.redis, model, id, None).await?;
+        Ok(report.map(|r| serde_json::to_string(&r)).transpose()?)
+    }
 }
