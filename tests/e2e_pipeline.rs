@@ -304,21 +304,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
     ensure!(http_get(port, "/healthz")?.0 == 200);
 
     // SIGTERM: finish, commit, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    ensure!(status.success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "no exit 30 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = terminate(&mut child, Duration::from_secs(30))?;
     ensure!(
         status.success(),
         "exit {status} after SIGTERM:\n{}",
