@@ -317,6 +317,7 @@ async fn inspect_tail_replay_and_forget_after_a_pipeline_run() -> Result<()> {
     let sources: Vec<SourceRecord> = input
         .iter()
         .map(|r| SourceRecord {
+            timestamp: r.timestamp,
             partition: r.partition,
             offset: r.offset,
             payload: r.value.clone().unwrap_or_default(),

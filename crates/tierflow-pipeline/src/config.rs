@@ -110,6 +110,12 @@ pub struct PipelineConfig {
     pub idle_partition_secs: u64,
     /// Rows per forward pass (a batch with more rows is scored in chunks).
     pub score_chunk_rows: usize,
+    /// An event stamped more than this after its record's Kafka timestamp is dead-lettered
+    /// (`decode_error` invalid_value, field `ts`): a producer with a wrong clock. One
+    /// far-future event would make every later real event of its user too late and move its
+    /// partition's timer clock ahead. Judged against the record's timestamp, not the wall
+    /// clock, so a replay decides the same. 0: no check.
+    pub max_event_ahead_secs: u64,
     /// Keep each user's recent tier changes and triggers in Redis (`{prefix}:h:{user}`, the
     /// newest 32) for `tierflow inspect` and the live view: one list write per user with a
     /// decision, in the batch's store round trip. Not kept in transactional mode.
@@ -143,6 +149,7 @@ impl Default for PipelineConfig {
             timer_slack_ms: 300_000,
             idle_partition_secs: 60,
             score_chunk_rows: 4_096,
+            max_event_ahead_secs: 3_600,
             user_history: true,
             transactional_id: None,
             transaction_timeout_ms: 30_000,

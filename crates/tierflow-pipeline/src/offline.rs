@@ -13,13 +13,15 @@ use tierflow_rules::{Attribution, Exposure, Ledger, RuleSet, Update};
 use crate::campaigns::{self, Fired, Outcome};
 use crate::config::PipelineConfig;
 use crate::policy::take_score_slot;
-use crate::process::{Clocks, tier_change_key};
+use crate::process::{Clocks, check_event_time, tier_change_key};
 
 /// One source record as it sits in the topic.
 #[derive(Debug, Clone)]
 pub struct SourceRecord {
     pub partition: i32,
     pub offset: i64,
+    /// The Kafka record timestamp, ms (`None` for events from a file).
+    pub timestamp: Option<i64>,
     pub payload: Vec<u8>,
 }
 
@@ -89,7 +91,13 @@ pub fn replay_with(
     let mut clocks = Clocks::default();
     let mut partition_of: HashMap<String, i32> = HashMap::new();
     for record in records {
-        let event = match ClickEvent::from_json(&record.payload) {
+        let event = match ClickEvent::from_json(&record.payload).and_then(|event| {
+            check_event_time(
+                event,
+                record.timestamp,
+                config.max_event_ahead_secs as i64 * 1000,
+            )
+        }) {
             Ok(event) => event,
             Err(_) => {
                 expected

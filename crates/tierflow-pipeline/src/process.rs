@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use tierflow_events::output::OUTPUT_SCHEMA_VERSION;
 use tierflow_events::{
-    ClickEvent, ErrorClass, EventTime, EventType, ReasonCode, TierChanged, UserScore,
+    ClickEvent, DecodeError, DecodeErrorKind, ErrorClass, EventTime, EventType, ReasonCode,
+    TierChanged, UserScore,
 };
 use tierflow_features::{Applied, UserState, spec::ALLOWED_LATENESS_MS, write_features};
 use tierflow_model::{ScoreBatch, ScoreError, Scorer};
@@ -143,6 +144,34 @@ pub fn users_of(inputs: &[Input]) -> (Vec<&str>, Vec<usize>) {
         })
         .collect();
     (users, slots)
+}
+
+/// Refuses an event stamped more than `max_ahead_ms` after its record's Kafka timestamp
+/// (`record_ms`; no timestamp or `max_ahead_ms` 0: no check), as a decode error on `ts`.
+pub fn check_event_time(
+    event: ClickEvent,
+    record_ms: Option<i64>,
+    max_ahead_ms: i64,
+) -> Result<ClickEvent, DecodeError> {
+    match record_ms {
+        Some(record_ms)
+            if max_ahead_ms > 0
+                && event.ts.unix_millis() > record_ms.saturating_add(max_ahead_ms) =>
+        {
+            Err(DecodeError::new(
+                DecodeErrorKind::InvalidValue,
+                Some("ts"),
+                format!(
+                    "event time {} is more than {} s after the record's Kafka timestamp {} \
+                     (producer clock skew; pipeline.max_event_ahead_secs)",
+                    event.ts,
+                    max_ahead_ms / 1000,
+                    EventTime::from_unix_millis(record_ms)
+                ),
+            ))
+        }
+        _ => Ok(event),
+    }
 }
 
 /// The idempotency key of the `tier_changed` an event causes: the same on every replay.

@@ -1621,7 +1621,13 @@ impl<S: StateStore> Pipeline<S> {
                         offset: message.offset(),
                         key: message.key().map(<[u8]>::to_vec),
                         payload: payload.to_vec(),
-                        event: ClickEvent::from_json(payload),
+                        event: ClickEvent::from_json(payload).and_then(|event| {
+                            process::check_event_time(
+                                event,
+                                message.timestamp().to_millis(),
+                                self.config.max_event_ahead_secs as i64 * 1000,
+                            )
+                        }),
                     });
                     first_at.get_or_insert_with(Instant::now);
                     if batch.len() >= self.config.batch_max_events {

@@ -11,20 +11,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use burn::prelude::Device;
 use common::{
     Read, check, check_exposures, check_outcomes, check_triggers, model, observe, produce,
     synthetic, test_kafka, topics, wait_for,
 };
-use tierflow_events::{CampaignArm, ClickEvent};
+use tierflow_events::{CampaignArm, ClickEvent, DecodeErrorKind, ErrorClass, EventTime};
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::offline;
 use tierflow_pipeline::{
     Campaigns, Governance, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig,
 };
 use tierflow_rules::{RuleSet, UserExposure, attribute_all};
-use tierflow_store::{Governor, RedisConfig, RedisStore};
+use tierflow_store::{Governor, RedisConfig, RedisStore, StateStore};
 use tierflow_stream::{EmbeddedBroker, KafkaConfig, ensure_topics};
 use tierflow_testkit::{broker, redis, unique_name};
 use tokio::sync::watch;
@@ -247,7 +247,7 @@ async fn users_histories_hold_their_published_decisions(
     store: &RedisStore,
 ) -> Result<()> {
     use tierflow_pipeline::history::{HistoryEntry, decode_all};
-    use tierflow_store::StateStore;
+
     let mut published: BTreeMap<String, Vec<HistoryEntry>> = BTreeMap::new();
     let entries = observed
         .tier_changed
@@ -337,4 +337,91 @@ async fn stream_matches_the_offline_replay_on_a_redis_cluster() -> Result<()> {
         ..RedisConfig::new(cluster.urls())
     };
     end_to_end(kafka, topics, 120, redis).await
+}
+
+/// A producer with a wrong clock: an event stamped a year after its record's Kafka timestamp
+/// is dead-lettered on `ts` (the offline replay, given the records' timestamps, agrees), and
+/// its user's real events after it are applied, not refused as too late behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stamped_far_ahead_of_its_record_is_dead_lettered() -> Result<()> {
+    let kafka = test_kafka(broker().bootstrap_servers());
+    let topics = topics(2);
+    ensure_topics(&kafka, &topics.specs()).await?;
+    let mut records = common::generated(&synthetic(30, 10, 5));
+    let (at, mut skewed) = records
+        .iter()
+        .enumerate()
+        .skip(records.len() / 2)
+        .find_map(|(i, (_, bytes))| ClickEvent::from_json(bytes).ok().map(|e| (i, e)))
+        .context("a valid event mid-stream")?;
+    let user = skewed.user_id.clone();
+    skewed.event_id = "from-a-wrong-clock".into();
+    skewed.ts = EventTime::from_unix_millis(EventTime::now().unix_millis() + 365 * 86_400_000);
+    records.insert(at, (user.clone(), serde_json::to_vec(&skewed)?));
+    let produced = common::produce_records(&kafka, &topics.clickstream, &records).await?;
+
+    let store = RedisStore::connect(RedisConfig {
+        key_prefix: unique_name("skew"),
+        ..RedisConfig::new(redis().url())
+    })
+    .await?;
+    let config = PipelineConfig {
+        group_id: unique_name("group"),
+        idle_partition_secs: 0,
+        ..PipelineConfig::default()
+    };
+    run_to_end(
+        &kafka,
+        &topics,
+        store.clone(),
+        None,
+        config.clone(),
+        produced,
+    )
+    .await?;
+    let observed = observe(&kafka, &topics, &config.group_id, produced).await?;
+    let scorer = Scorer::new(&Artifact::embedded_default()?, &Device::flex())?;
+    let sources: Vec<_> = observed.input.iter().map(Read::source).collect();
+    let expected = offline::replay(&scorer, &config, &sources)?;
+    check(&observed, &expected, &store, scorer.version(), false).await?;
+
+    let letter = observed
+        .dead_letters
+        .iter()
+        .find(|l| String::from_utf8_lossy(&l.original.0).contains("from-a-wrong-clock"))
+        .context("the skewed event was not dead-lettered")?;
+    ensure!(
+        letter.field.as_deref() == Some("ts")
+            && letter.decode_error == Some(DecodeErrorKind::InvalidValue)
+            && letter.reason.contains("max_event_ahead_secs"),
+        "{letter:?}"
+    );
+    // The user's real events all count: its newest is its real newest, none was too late.
+    let real_newest = records
+        .iter()
+        .filter_map(|(_, bytes)| ClickEvent::from_json(bytes).ok())
+        .filter(|e| e.user_id == user && e.event_id != skewed.event_id)
+        .map(|e| e.ts)
+        .max()
+        .context("the user's events")?;
+    let state = store
+        .load(&[user.as_str()])
+        .await?
+        .pop()
+        .context("one state")??
+        .context("the user's state")?;
+    ensure!(
+        state.newest() == Some(real_newest),
+        "newest {:?}, real {real_newest}",
+        state.newest()
+    );
+    ensure!(
+        !observed
+            .dead_letters
+            .iter()
+            .any(|l| l.error_class == ErrorClass::TooLate
+                && l.source_key.as_ref().map(|k| k.0.as_slice()) == Some(user.as_bytes())),
+        "a real event of {user} was refused as too late"
+    );
+    Ok(())
 }

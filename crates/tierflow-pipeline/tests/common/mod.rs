@@ -106,6 +106,8 @@ pub(crate) async fn produce_records(
 pub(crate) struct Read {
     pub(crate) partition: i32,
     pub(crate) offset: i64,
+    /// The Kafka record timestamp, ms.
+    pub(crate) timestamp: Option<i64>,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) payload: Vec<u8>,
 }
@@ -115,6 +117,7 @@ impl Read {
         SourceRecord {
             partition: self.partition,
             offset: self.offset,
+            timestamp: self.timestamp,
             payload: self.payload.clone(),
         }
     }
@@ -164,6 +167,7 @@ pub(crate) async fn read_all(
                 out.push(Read {
                     partition: m.partition(),
                     offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().unwrap_or_default().to_vec(),
                 });

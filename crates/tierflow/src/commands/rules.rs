@@ -225,6 +225,7 @@ fn read_events(path: &Path) -> Result<EventLog> {
             continue;
         }
         log.records.push(SourceRecord {
+            timestamp: None,
             partition: 0,
             offset: index as i64,
             payload: line,
