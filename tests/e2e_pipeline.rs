@@ -22,7 +22,7 @@ use pipeline_common::{
 use rand::{Rng, SeedableRng};
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::{PipelineConfig, TopicsConfig, offline, telemetry};
-use tierflow_store::{RedisConfig, RedisStore};
+use tierflow_store::{RedisConfig, RedisStore, StateStore};
 use tierflow_stream::consume::committed_offsets;
 use tierflow_stream::{KafkaConfig, ensure_topics};
 use tierflow_testkit::{broker, redis, unique_name};
@@ -514,6 +514,130 @@ async fn three_processes_joining_and_leaving_on_twelve_partitions_equal_one() ->
             "process {attempt} processed {processed:?} records:\n{}",
             log_tail(setup.log_dir.path(), attempt)
         );
+    }
+    Ok(())
+}
+
+/// Secrets from files: the Redis URL with its password and a librdkafka password come from
+/// mounted files; the pipeline works with them (a password-protected redis-server holds the
+/// states), and no log line of the run — debug level included — holds either secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_files_are_used_and_never_logged() -> Result<()> {
+    const REDIS_PASSWORD: &str = "redis-pw-7f3a9c";
+    const KAFKA_PASSWORD: &str = "kafka-pw-51d2e8";
+    let secured = tokio::task::spawn_blocking(|| {
+        tierflow_testkit::RedisServer::start_with_password(REDIS_PASSWORD)
+    })
+    .await??;
+    let kafka = test_kafka(broker().bootstrap_servers());
+    let topics = topics(2);
+    ensure_topics(&kafka, &topics.specs()).await?;
+    let stream = generated(&synthetic(40, 5, 3));
+    produce_records(&kafka, &topics.clickstream, &stream).await?;
+    let input = pipeline_common::read_all(
+        &kafka,
+        &topics.clickstream,
+        stream.len(),
+        Duration::from_secs(3),
+    )
+    .await?;
+    let end = ends(&input);
+
+    let dir = tempfile::tempdir()?;
+    let redis_url_file = dir.path().join("redis-url");
+    std::fs::write(&redis_url_file, format!("{}\n", secured.url()))?;
+    ensure!(secured.url().contains(REDIS_PASSWORD));
+    let kafka_password_file = dir.path().join("kafka-password");
+    std::fs::write(&kafka_password_file, KAFKA_PASSWORD)?;
+    let key_prefix = unique_name("secret");
+    let group = unique_name("group");
+    let mut config_file = tempfile::NamedTempFile::new()?;
+    writeln!(
+        config_file,
+        r#"
+[kafka]
+brokers = "{brokers}"
+[topics]
+clickstream = "{clickstream}"
+tier_changed = "{tier_changed}"
+user_score = "{user_score}"
+dead_letter = "{dead_letter}"
+[redis]
+url = "redis://127.0.0.1:1/"
+key_prefix = "{key_prefix}"
+[pipeline]
+group_id = "{group}"
+[http]
+listen = "127.0.0.1:0"
+[secrets]
+redis_url_file = "{redis_url_file}"
+[secrets.kafka_property_files]
+"sasl.password" = "{kafka_password_file}"
+"#,
+        brokers = kafka.brokers,
+        clickstream = topics.clickstream,
+        tier_changed = topics.tier_changed,
+        user_score = topics.user_score,
+        dead_letter = topics.dead_letter,
+        redis_url_file = redis_url_file.display(),
+        kafka_password_file = kafka_password_file.display(),
+    )?;
+    let setup = Setup {
+        config_file,
+        group: group.clone(),
+        key_prefix: key_prefix.clone(),
+        log_dir: tempfile::tempdir()?,
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(["run", "--config"])
+        .arg(setup.config_file.path())
+        .env_remove("TIERFLOW_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(
+            setup.log_dir.path().join("run-1.log"),
+        )?)
+        .spawn()?;
+    wait_ready(&setup, &mut child, 1, Duration::from_secs(60))
+        .with_context(|| log_tail(setup.log_dir.path(), 1))?;
+    let started = Instant::now();
+    while tokio::task::block_in_place(|| committed(&kafka, &group, &topics.clickstream)) != end {
+        ensure!(
+            child.try_wait()?.is_none(),
+            "tierflow run exited:\n{}",
+            log_tail(setup.log_dir.path(), 1)
+        );
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "offsets never reached the end"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = terminate(&mut child, Duration::from_secs(30))?;
+    ensure!(status.success(), "exit {status}");
+
+    // The states went to the password-protected server.
+    let store = RedisStore::connect(RedisConfig {
+        key_prefix,
+        ..RedisConfig::new(secured.url())
+    })
+    .await?;
+    let user = stream
+        .first()
+        .map(|(user, _)| user.as_str())
+        .context("a user")?;
+    ensure!(
+        matches!(store.load(&[user]).await?.as_slice(), [Ok(Some(_))]),
+        "no state for {user} in the password-protected redis"
+    );
+    let log = std::fs::read_to_string(setup.log_dir.path().join("run-1.log"))?;
+    ensure!(
+        log.contains("DEBUG") && log.contains("stopped cleanly"),
+        "the run's debug log is not all there:\n{log}"
+    );
+    for secret in [REDIS_PASSWORD, KAFKA_PASSWORD] {
+        let leaks: Vec<&str> = log.lines().filter(|l| l.contains(secret)).take(3).collect();
+        ensure!(leaks.is_empty(), "a secret is in the log: {leaks:?}");
     }
     Ok(())
 }

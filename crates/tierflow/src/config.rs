@@ -23,6 +23,44 @@ pub(crate) struct Config {
     pub(crate) pipeline: PipelineConfig,
     pub(crate) http: HttpSection,
     pub(crate) campaigns: CampaignsSection,
+    pub(crate) secrets: SecretsSection,
+}
+
+/// Secrets read from files at start (mounted Kubernetes or Docker secrets), so they need not
+/// sit in the config file or the environment. A file's contents, trimmed, replace the value;
+/// errors name the file, never its contents. tierflow never logs these values (a test reads
+/// the logs of a run to check).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SecretsSection {
+    /// A file holding `redis.url` (which carries the password: `redis://:PASSWORD@host`).
+    pub(crate) redis_url_file: Option<std::path::PathBuf>,
+    /// librdkafka property → file holding its value (e.g. `sasl.password`,
+    /// `ssl.key.password`).
+    pub(crate) kafka_property_files: std::collections::BTreeMap<String, std::path::PathBuf>,
+}
+
+impl Config {
+    /// Reads the secret files into the settings they stand for.
+    fn read_secrets(&mut self) -> Result<()> {
+        let read = |path: &Path, what: &str| -> Result<String> {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {what} from {}", path.display()))?;
+            let text = text.trim();
+            if text.is_empty() {
+                bail!("{what}: {} is empty", path.display());
+            }
+            Ok(text.to_owned())
+        };
+        if let Some(path) = &self.secrets.redis_url_file {
+            self.redis.url = read(path, "secrets.redis_url_file")?;
+        }
+        for (property, path) in &self.secrets.kafka_property_files {
+            let value = read(path, &format!("kafka property {property:?}"))?;
+            self.kafka.properties.insert(property.clone(), value);
+        }
+        Ok(())
+    }
 }
 
 /// Campaign triggers: the rules file (see `deploy/rules.toml`). Without one, `run` publishes
@@ -125,7 +163,9 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config> {
             .filter(|key| key.as_str().contains("__"))
             .split("__"),
     );
-    figment.extract().context("invalid configuration")
+    let mut config: Config = figment.extract().context("invalid configuration")?;
+    config.read_secrets()?;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -168,6 +208,28 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let from_file: Config = Figment::from(Toml::string(&text)).extract().unwrap();
         assert_eq!(from_file, Config::default());
+    }
+
+    /// Secret files replace the settings they name; a missing one is an error that names
+    /// the file.
+    #[test]
+    fn secrets_come_from_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("redis-url", "redis://:pw-from-file@10.0.0.1:6379/\n")?;
+            jail.create_file("kafka-password", "  kafka-pw  ")?;
+            jail.create_file(
+                "tierflow.toml",
+                "[secrets]\nredis_url_file = \"redis-url\"\n\
+                 [secrets.kafka_property_files]\n\"sasl.password\" = \"kafka-password\"\n",
+            )?;
+            let config = load(Some(Path::new("tierflow.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.redis.url, "redis://:pw-from-file@10.0.0.1:6379/");
+            assert_eq!(config.kafka.properties["sasl.password"], "kafka-pw");
+            jail.set_env("TIERFLOW_SECRETS__REDIS_URL_FILE", "nowhere");
+            let err = load(Some(Path::new("tierflow.toml"))).unwrap_err();
+            assert!(format!("{err:#}").contains("nowhere"), "{err:#}");
+            Ok(())
+        });
     }
 
     #[test]
