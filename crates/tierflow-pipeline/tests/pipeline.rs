@@ -17,7 +17,7 @@ use common::{
     Read, check, check_exposures, check_outcomes, check_triggers, model, observe, produce,
     synthetic, test_kafka, topics, wait_for,
 };
-use tierflow_events::{CampaignArm, ClickEvent, DecodeErrorKind, ErrorClass, EventTime};
+use tierflow_events::{CampaignArm, ClickEvent, DecodeErrorKind, ErrorClass, EventTime, EventType};
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::offline;
 use tierflow_pipeline::{
@@ -422,6 +422,128 @@ async fn an_event_stamped_far_ahead_of_its_record_is_dead_lettered() -> Result<(
             .any(|l| l.error_class == ErrorClass::TooLate
                 && l.source_key.as_ref().map(|k| k.0.as_slice()) == Some(user.as_bytes())),
         "a real event of {user} was refused as too late"
+    );
+    Ok(())
+}
+
+/// Bad and lopsided input on a real broker and Redis: one hot user with more events than all
+/// the others together, spread over many small batches (and many times within each); a
+/// record over the size limit; an event of a type the contract does not know. The hot user's
+/// state, every other output and the offsets equal the offline replay's; the two bad records
+/// are dead-lettered with their reasons, and nothing else is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_user_an_oversized_record_and_an_unknown_type_are_handled() -> Result<()> {
+    let kafka = test_kafka(broker().bootstrap_servers());
+    let topics = topics(2);
+    ensure_topics(&kafka, &topics.specs()).await?;
+    let mut records = common::generated(&synthetic(30, 10, 9));
+    let hot = records
+        .iter()
+        .find_map(|(_, bytes)| ClickEvent::from_json(bytes).ok())
+        .context("a valid event")?;
+    let others = records.len();
+    // The hot user's burst, interleaved with everyone else's events.
+    let mut mixed = Vec::with_capacity(others * 2 + 2);
+    // Each burst event at the event time of the record it follows: the burst keeps pace
+    // with the stream, so none of it falls behind the allowed lateness.
+    let mut now = hot.ts;
+    for (i, record) in records.drain(..).enumerate() {
+        if let Ok(event) = ClickEvent::from_json(&record.1) {
+            now = event.ts;
+        }
+        mixed.push(record);
+        let mut burst = hot.clone();
+        burst.event_id = format!("hot-{i}");
+        burst.event_type = if i % 3 == 0 {
+            EventType::ProductView
+        } else {
+            EventType::PageView
+        };
+        burst.ts = now;
+        (burst.price, burst.quantity, burst.revenue, burst.currency) = (None, None, None, None);
+        burst.order_id = None;
+        mixed.push((hot.user_id.clone(), serde_json::to_vec(&burst)?));
+    }
+    let mut oversized = serde_json::to_value(&hot)?;
+    oversized["event_id"] = "oversized".into();
+    oversized["category"] = "x".repeat(70 * 1024).into();
+    mixed.insert(
+        others / 3,
+        (hot.user_id.clone(), serde_json::to_vec(&oversized)?),
+    );
+    let mut unknown = serde_json::to_value(&hot)?;
+    unknown["event_id"] = "teleported".into();
+    unknown["event_type"] = "teleport".into();
+    mixed.insert(
+        others / 2,
+        (hot.user_id.clone(), serde_json::to_vec(&unknown)?),
+    );
+    let produced = common::produce_records(&kafka, &topics.clickstream, &mixed).await?;
+
+    let store = RedisStore::connect(RedisConfig {
+        key_prefix: unique_name("hot"),
+        ..RedisConfig::new(redis().url())
+    })
+    .await?;
+    let config = PipelineConfig {
+        group_id: unique_name("group"),
+        batch_max_events: 100,
+        idle_partition_secs: 0,
+        ..PipelineConfig::default()
+    };
+    let summary = run_to_end(
+        &kafka,
+        &topics,
+        store.clone(),
+        None,
+        config.clone(),
+        produced,
+    )
+    .await?;
+    ensure!(summary.batches > 20, "{summary:?}");
+    let observed = observe(&kafka, &topics, &config.group_id, produced).await?;
+    let scorer = Scorer::new(&Artifact::embedded_default()?, &Device::flex())?;
+    let sources: Vec<_> = observed.input.iter().map(Read::source).collect();
+    let expected = offline::replay(&scorer, &config, &sources)?;
+    check(&observed, &expected, &store, scorer.version(), false).await?;
+
+    let letter = |id: &str| {
+        observed
+            .dead_letters
+            .iter()
+            .find(|l| String::from_utf8_lossy(&l.original.0).contains(id))
+    };
+    let big = letter("oversized").context("the oversized record was not dead-lettered")?;
+    ensure!(
+        big.decode_error == Some(DecodeErrorKind::TooLarge) && big.original.0.len() > 70 * 1024,
+        "{:?} {}",
+        big.decode_error,
+        big.reason
+    );
+    let odd = letter("teleported").context("the unknown type was not dead-lettered")?;
+    ensure!(
+        odd.field.as_deref() == Some("event_type") && odd.reason.contains("teleport"),
+        "{:?} {:?} {}",
+        odd.decode_error,
+        odd.field,
+        odd.reason
+    );
+    // The hot user's burst all counted.
+    let state = store
+        .load(&[hot.user_id.as_str()])
+        .await?
+        .pop()
+        .context("one state")??
+        .context("the hot user's state")?;
+    let burst_views = tierflow_features::vector::window_totals(
+        &state,
+        tierflow_features::spec::HORIZONS.len() - 1,
+        state.newest().context("newest")?,
+    );
+    let views = burst_views.count(EventType::ProductView) + burst_views.count(EventType::PageView);
+    ensure!(
+        views >= others as u64,
+        "the hot user's {others} burst events show as {views} views"
     );
     Ok(())
 }
