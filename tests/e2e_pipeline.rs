@@ -182,6 +182,32 @@ fn committed(
     committed_offsets(kafka, group, topic).unwrap_or_default()
 }
 
+/// Waits until the group's committed offsets of `topic` reach `end`; fails when one of the
+/// `running` processes (run number, child) exits first, or after `timeout`.
+async fn wait_committed(
+    kafka: &KafkaConfig,
+    (group, topic): (&str, &str),
+    end: &std::collections::BTreeMap<i32, i64>,
+    running: &mut [(usize, &mut Child)],
+    log_dir: &Path,
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    while tokio::task::block_in_place(|| committed(kafka, group, topic)) != *end {
+        for (attempt, child) in running.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "tierflow run {attempt} exited with {status}:\n{}",
+                    log_tail(log_dir, *attempt)
+                );
+            }
+        }
+        ensure!(started.elapsed() < timeout, "offsets never reached the end");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()> {
     let kafka = test_kafka(broker().bootstrap_servers());
@@ -264,22 +290,15 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() -> Result<()
     let end = ends(&input);
 
     // The last run finishes the stream.
-    let started = Instant::now();
-    while tokio::task::block_in_place(|| committed(&kafka, &setup.group, &topics.clickstream))
-        != end
-    {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "tierflow run exited with {status}:\n{}",
-                log_tail(setup.log_dir.path(), attempt)
-            );
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(240),
-            "offsets never reached the end"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_committed(
+        &kafka,
+        (&setup.group, &topics.clickstream),
+        &end,
+        &mut [(attempt, &mut child)],
+        setup.log_dir.path(),
+        Duration::from_secs(240),
+    )
+    .await?;
 
     // Metrics are served and name every stage; no user id in any label.
     let (status, metrics) = http_get(port, "/metrics")?;
@@ -449,24 +468,15 @@ async fn three_processes_joining_and_leaving_on_twelve_partitions_equal_one() ->
     )
     .await?;
     let end = ends(&input);
-    let started = Instant::now();
-    while tokio::task::block_in_place(|| committed(&kafka, &setup.group, &topics.clickstream))
-        != end
-    {
-        for (attempt, child) in [(2, &mut second), (3, &mut third)] {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "process {attempt} exited with {status}:\n{}",
-                    log_tail(setup.log_dir.path(), attempt)
-                );
-            }
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(240),
-            "offsets never reached the end"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_committed(
+        &kafka,
+        (&setup.group, &topics.clickstream),
+        &end,
+        &mut [(2, &mut second), (3, &mut third)],
+        setup.log_dir.path(),
+        Duration::from_secs(240),
+    )
+    .await?;
     for (attempt, child) in [(2, &mut second), (3, &mut third)] {
         let status = terminate(child, long)?;
         ensure!(
@@ -600,19 +610,15 @@ redis_url_file = "{redis_url_file}"
         .spawn()?;
     wait_ready(&setup, &mut child, 1, Duration::from_secs(60))
         .with_context(|| log_tail(setup.log_dir.path(), 1))?;
-    let started = Instant::now();
-    while tokio::task::block_in_place(|| committed(&kafka, &group, &topics.clickstream)) != end {
-        ensure!(
-            child.try_wait()?.is_none(),
-            "tierflow run exited:\n{}",
-            log_tail(setup.log_dir.path(), 1)
-        );
-        ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "offsets never reached the end"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_committed(
+        &kafka,
+        (&group, &topics.clickstream),
+        &end,
+        &mut [(1, &mut child)],
+        setup.log_dir.path(),
+        Duration::from_secs(120),
+    )
+    .await?;
     let status = terminate(&mut child, Duration::from_secs(30))?;
     ensure!(status.success(), "exit {status}");
 

@@ -17,13 +17,13 @@ use common::{
     Read, check, check_exposures, check_outcomes, check_triggers, model, observe, produce,
     synthetic, test_kafka, topics, wait_for,
 };
-use tierflow_events::{CampaignArm, ClickEvent, DecodeErrorKind, ErrorClass, EventTime, EventType};
+use tierflow_events::{ClickEvent, DecodeErrorKind, ErrorClass, EventTime, EventType};
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::offline;
 use tierflow_pipeline::{
     Campaigns, Governance, Health, Outcome, Pipeline, PipelineConfig, TopicsConfig,
 };
-use tierflow_rules::{RuleSet, UserExposure, attribute_all};
+use tierflow_rules::{RuleSet, attribute_all};
 use tierflow_store::{Governor, RedisConfig, RedisStore, StateStore};
 use tierflow_stream::{EmbeddedBroker, KafkaConfig, ensure_topics};
 use tierflow_testkit::{broker, redis, unique_name};
@@ -174,23 +174,9 @@ async fn end_to_end(
     // The windows bit: with cart_reminder's 12 h widened to the default 7 d, batch
     // attribution of the same triggers credits it with more purchases than were published.
     let wide = RuleSet::parse(&RULES.replace("attribution_window = \"12h\"\n", ""))?;
+    let events = common::accepted_events(&observed, &expected);
     let in_window = |rules: &RuleSet| {
-        let exposures = observed
-            .triggered
-            .iter()
-            .map(|t| UserExposure::from_trigger(t, CampaignArm::Treated))
-            .chain(
-                observed
-                    .held
-                    .iter()
-                    .map(|t| UserExposure::from_trigger(t, CampaignArm::Control)),
-            );
-        let events: Vec<ClickEvent> = sources
-            .iter()
-            .filter(|r| !expected.dead_letters.contains_key(&(r.partition, r.offset)))
-            .filter_map(|r| ClickEvent::from_json(&r.payload).ok())
-            .collect();
-        attribute_all(rules, exposures, &events)
+        attribute_all(rules, observed.exposures(), &events)
             .iter()
             .filter(|a| a.campaign == "cart_reminder")
             .count()
@@ -404,12 +390,7 @@ async fn an_event_stamped_far_ahead_of_its_record_is_dead_lettered() -> Result<(
         .map(|e| e.ts)
         .max()
         .context("the user's events")?;
-    let state = store
-        .load(&[user.as_str()])
-        .await?
-        .pop()
-        .context("one state")??
-        .context("the user's state")?;
+    let state = common::stored_state(&store, &user).await?;
     ensure!(
         state.newest() == Some(real_newest),
         "newest {:?}, real {real_newest}",
@@ -529,12 +510,7 @@ async fn a_hot_user_an_oversized_record_and_an_unknown_type_are_handled() -> Res
         odd.reason
     );
     // The hot user's burst all counted.
-    let state = store
-        .load(&[hot.user_id.as_str()])
-        .await?
-        .pop()
-        .context("one state")??
-        .context("the hot user's state")?;
+    let state = common::stored_state(&store, &hot.user_id).await?;
     let burst_views = tierflow_features::vector::window_totals(
         &state,
         tierflow_features::spec::HORIZONS.len() - 1,

@@ -338,6 +338,40 @@ pub(crate) fn check_triggers(
     Ok(())
 }
 
+impl Observed {
+    /// The published triggers as exposures: sent (treated) and held out (control).
+    pub(crate) fn exposures(&self) -> impl Iterator<Item = UserExposure> + '_ {
+        self.triggered
+            .iter()
+            .map(|t| UserExposure::from_trigger(t, CampaignArm::Treated))
+            .chain(
+                self.held
+                    .iter()
+                    .map(|t| UserExposure::from_trigger(t, CampaignArm::Control)),
+            )
+    }
+}
+
+/// The input events the pipeline accepted (the reference dead-lettered none of them).
+pub(crate) fn accepted_events(observed: &Observed, expected: &Expected) -> Vec<ClickEvent> {
+    observed
+        .input
+        .iter()
+        .filter(|r| !expected.dead_letters.contains_key(&(r.partition, r.offset)))
+        .filter_map(|r| ClickEvent::from_json(&r.payload).ok())
+        .collect()
+}
+
+/// The stored state of `user`, which must exist and decode.
+pub(crate) async fn stored_state(store: &RedisStore, user: &str) -> Result<UserState> {
+    store
+        .load(&[user])
+        .await?
+        .pop()
+        .context("one state per user")??
+        .with_context(|| format!("no state for {user}"))
+}
+
 /// Asserts the `campaign_outcome` records three ways, and returns how many there are:
 /// - exactly the attributions the offline replay makes (by idempotency key, every field);
 /// - exactly what batch attribution ([`attribute_all`]) makes of the published triggers and
@@ -405,26 +439,12 @@ pub(crate) fn check_outcomes(
     };
     differs(&want, "the offline replay")?;
 
-    let exposures = observed
-        .triggered
-        .iter()
-        .map(|t| UserExposure::from_trigger(t, CampaignArm::Treated))
-        .chain(
-            observed
-                .held
-                .iter()
-                .map(|t| UserExposure::from_trigger(t, CampaignArm::Control)),
-        );
-    let accepted: Vec<ClickEvent> = observed
-        .input
-        .iter()
-        .filter(|r| !expected.dead_letters.contains_key(&(r.partition, r.offset)))
-        .filter_map(|r| ClickEvent::from_json(&r.payload).ok())
-        .collect();
-    let batch: BTreeMap<String, CampaignOutcome> = attribute_all(rules, exposures, &accepted)
-        .iter()
-        .map(|a| (a.idempotency_key(), a.to_outcome()))
-        .collect();
+    let accepted = accepted_events(observed, expected);
+    let batch: BTreeMap<String, CampaignOutcome> =
+        attribute_all(rules, observed.exposures(), &accepted)
+            .iter()
+            .map(|a| (a.idempotency_key(), a.to_outcome()))
+            .collect();
     let batch: BTreeMap<&str, CampaignOutcome> =
         batch.iter().map(|(k, o)| (k.as_str(), o.clone())).collect();
     differs(&batch, "batch attribution of the published triggers")?;
