@@ -47,6 +47,21 @@ default-model:
         --horizon-days 30 --source "synthetic(users=5000, days=90, seed=42)" \
         -o crates/tierflow-model/default-model
 
+# Fuzz the clickstream decoder and the rules-file parser (cargo-fuzz, libFuzzer) for SECS
+# seconds each, from the committed seeds (crates/tierflow-fuzz/seeds); fails on the first crash,
+# kept in crates/tierflow-fuzz/artifacts. Stable toolchain: RUSTC_BOOTSTRAP lets it take the
+# -Z flags cargo-fuzz passes; no sanitizer, the code under test has no unsafe.
+fuzz SECS="60":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PATH="$HOME/.cache/tierflow/bin:$PATH" RUSTC_BOOTSTRAP=1
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --root "$HOME/.cache/tierflow"
+    for target in click_record rules_file; do
+        mkdir -p "target/fuzz-corpus/$target"
+        cargo fuzz run --fuzz-dir crates/tierflow-fuzz --sanitizer none "$target" \
+            "target/fuzz-corpus/$target" "crates/tierflow-fuzz/seeds/$target" -- -max_total_time={{SECS}}
+    done
+
 # End-to-end pipeline benchmark (issue 5; not a test): tierflow-loadgen against a broker and a
 # redis-server you started for it — a tansu with memory storage is the fast one, e.g.
 # `tansu broker --listener-url tcp://127.0.0.1:29092 --advertised-listener-url tcp://127.0.0.1:29092 --storage-engine memory://tansu/`
@@ -60,3 +75,21 @@ bench-pipeline BROKERS="127.0.0.1:29092" REDIS="redis://127.0.0.1:26379/":
     ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate 5000 --duration-secs 30 --users 1000000
     ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate 10000 --duration-secs 30 --users 1000000
     ./target/release/tierflow-loadgen --json --quiet --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate 20000 --duration-secs 30 --users 1000000
+
+# Soak (issue 8; not a test): RATE events/s for MINUTES minutes through the in-process pipeline,
+# sampled every 10 s — offered/processed rates, lag, this process's RSS (the pipeline runs in
+# it), Redis used_memory, the broker's RSS if TIERFLOW_LOADGEN_BROKER_PID is set, p50/p99 — into
+# target/soak/*.csv, a plot beside it (*.svg) and a JSON line with a `soak` summary (*.json).
+# Same services as bench-pipeline, started by hand on a quiet machine:
+#   ~/.cache/tierflow/bin/tansu broker --listener-url tcp://127.0.0.1:29092 \
+#       --advertised-listener-url tcp://127.0.0.1:29092 --storage-engine memory://tansu/ &
+#   export TIERFLOW_LOADGEN_BROKER_PID=$!
+#   redis-server --port 26379 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes
+# RATE 35000 = half the pipeline's measured maximum, the 70.2k events/s backlog capacity in
+# BENCHMARKS.md "Two-stage pipeline". tansu's memory storage keeps every record (it has no
+# retention): check BENCHMARKS.md "Soak (issue 8)" for whether RATE × MINUTES fits in memory.
+soak RATE="17500" MINUTES="30" BROKERS="127.0.0.1:29092" REDIS="redis://127.0.0.1:26379/":
+    cargo build --release -p tierflow-loadgen
+    mkdir -p target/soak
+    ./target/release/tierflow-loadgen --json --brokers {{BROKERS}} --redis {{REDIS}} --kafka-property fetch.wait.max.ms=10 --mode pipeline --rate {{RATE}} --duration-secs $(( {{MINUTES}} * 60 )) --max-events $(( {{RATE}} * {{MINUTES}} * 60 )) --users 1000000 --sample-secs 10 --series target/soak/soak-{{RATE}}-{{MINUTES}}min.csv > target/soak/soak-{{RATE}}-{{MINUTES}}min.json
+    cat target/soak/soak-{{RATE}}-{{MINUTES}}min.json

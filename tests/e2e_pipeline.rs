@@ -25,7 +25,7 @@ use tierflow_pipeline::{PipelineConfig, TopicsConfig, offline, telemetry};
 use tierflow_store::{RedisConfig, RedisStore, StateStore};
 use tierflow_stream::consume::committed_offsets;
 use tierflow_stream::{KafkaConfig, ensure_topics};
-use tierflow_testkit::{broker, redis, unique_name};
+use tierflow_testkit::{SecureBroker, broker, redis, unique_name};
 
 /// A plain HTTP/1.1 GET: (status, body).
 fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
@@ -528,9 +528,33 @@ async fn three_processes_joining_and_leaving_on_twelve_partitions_equal_one() ->
     Ok(())
 }
 
-/// Secrets from files: the Redis URL with its password and a librdkafka password come from
-/// mounted files; the pipeline works with them (a password-protected redis-server holds the
-/// states), and no log line of the run — debug level included — holds either secret.
+/// A client config for the secured broker: TLS checked against its CA, SCRAM login.
+fn secure_kafka(broker: &SecureBroker, password: &str) -> KafkaConfig {
+    let mut kafka = test_kafka(broker.bootstrap_servers());
+    for (key, value) in broker.client_properties() {
+        kafka.properties.insert(key.to_owned(), value);
+    }
+    kafka
+        .properties
+        .insert("sasl.password".to_owned(), password.to_owned());
+    kafka
+}
+
+/// `[kafka.properties]` lines for a `tierflow run` config: the secured broker's client
+/// settings, without the password (that comes from a secrets file).
+fn kafka_properties_toml(broker: &SecureBroker) -> String {
+    broker
+        .client_properties()
+        .iter()
+        .map(|(key, value)| format!("\"{key}\" = \"{value}\"\n"))
+        .collect()
+}
+
+/// Secrets from files, against services that need them: the Redis URL with its password
+/// and the Kafka SASL password come from mounted files; the broker speaks only TLS (checked
+/// against a CA) and requires a SCRAM-SHA-512 login, Redis requires AUTH. The pipeline does
+/// its whole job through them, and no log line of the run — debug level included — holds
+/// either secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_from_files_are_used_and_never_logged() -> Result<()> {
     const REDIS_PASSWORD: &str = "redis-pw-7f3a9c";
@@ -539,9 +563,13 @@ async fn secrets_from_files_are_used_and_never_logged() -> Result<()> {
         tierflow_testkit::RedisServer::start_with_password(REDIS_PASSWORD)
     })
     .await??;
-    let kafka = test_kafka(broker().bootstrap_servers());
+    let secure_broker =
+        tokio::task::spawn_blocking(|| SecureBroker::start("tierflow", KAFKA_PASSWORD)).await??;
+    let kafka = secure_kafka(&secure_broker, KAFKA_PASSWORD);
     let topics = topics(2);
-    ensure_topics(&kafka, &topics.specs()).await?;
+    ensure_topics(&kafka, &topics.specs())
+        .await
+        .with_context(|| secure_broker.log_tail())?;
     let stream = generated(&synthetic(40, 5, 3));
     produce_records(&kafka, &topics.clickstream, &stream).await?;
     let input = pipeline_common::read_all(
@@ -567,6 +595,8 @@ async fn secrets_from_files_are_used_and_never_logged() -> Result<()> {
         r#"
 [kafka]
 brokers = "{brokers}"
+[kafka.properties]
+{properties}
 [topics]
 clickstream = "{clickstream}"
 tier_changed = "{tier_changed}"
@@ -585,6 +615,7 @@ redis_url_file = "{redis_url_file}"
 "sasl.password" = "{kafka_password_file}"
 "#,
         brokers = kafka.brokers,
+        properties = kafka_properties_toml(&secure_broker),
         clickstream = topics.clickstream,
         tier_changed = topics.tier_changed,
         user_score = topics.user_score,
@@ -645,5 +676,104 @@ redis_url_file = "{redis_url_file}"
         let leaks: Vec<&str> = log.lines().filter(|l| l.contains(secret)).take(3).collect();
         ensure!(leaks.is_empty(), "a secret is in the log: {leaks:?}");
     }
+    Ok(())
+}
+
+/// A wrong Kafka password is a configuration error, not an outage: `tierflow run` stops with
+/// a clear message and a failure status instead of retrying the login for ever, commits
+/// nothing, and does not log the password it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> {
+    const RIGHT: &str = "kafka-pw-a81f03";
+    const WRONG: &str = "kafka-pw-wrong-99c2";
+    let secure_broker =
+        tokio::task::spawn_blocking(|| SecureBroker::start("tierflow", RIGHT)).await??;
+    let kafka = secure_kafka(&secure_broker, RIGHT);
+    let topics = topics(2);
+    ensure_topics(&kafka, &topics.specs())
+        .await
+        .with_context(|| secure_broker.log_tail())?;
+    let stream = generated(&synthetic(10, 3, 5));
+    produce_records(&kafka, &topics.clickstream, &stream).await?;
+
+    let dir = tempfile::tempdir()?;
+    let password_file = dir.path().join("kafka-password");
+    std::fs::write(&password_file, WRONG)?;
+    let group = unique_name("group");
+    let mut config_file = tempfile::NamedTempFile::new()?;
+    writeln!(
+        config_file,
+        r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.properties]
+{properties}
+[topics]
+clickstream = "{clickstream}"
+tier_changed = "{tier_changed}"
+user_score = "{user_score}"
+dead_letter = "{dead_letter}"
+[redis]
+url = "{redis}"
+key_prefix = "{key_prefix}"
+[pipeline]
+group_id = "{group}"
+[http]
+listen = "127.0.0.1:0"
+[secrets.kafka_property_files]
+"sasl.password" = "{password_file}"
+"#,
+        brokers = kafka.brokers,
+        properties = kafka_properties_toml(&secure_broker),
+        clickstream = topics.clickstream,
+        tier_changed = topics.tier_changed,
+        user_score = topics.user_score,
+        dead_letter = topics.dead_letter,
+        redis = redis().url(),
+        key_prefix = unique_name("refused"),
+        password_file = password_file.display(),
+    )?;
+    let log_path = dir.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(["run", "--config"])
+        .arg(config_file.path())
+        .env_remove("TIERFLOW_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    // Polls the child every 100 ms: the run must end by itself.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            bail!(
+                "tierflow run still retries a refused login after 90 s:\n{}",
+                std::fs::read_to_string(&log_path)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&log_path)?;
+    ensure!(
+        !status.success(),
+        "a refused login exited with {status}:\n{log}"
+    );
+    ensure!(
+        log.contains("refused this client") && log.contains("sasl.password"),
+        "no clear message about the refused login:\n{log}"
+    );
+    let leaks: Vec<&str> = log.lines().filter(|l| l.contains(WRONG)).take(3).collect();
+    ensure!(leaks.is_empty(), "the password is in the log: {leaks:?}");
+    // Nothing was committed for the group.
+    let committed =
+        tokio::task::block_in_place(|| committed_offsets(&kafka, &group, &topics.clickstream))?;
+    ensure!(
+        committed.is_empty(),
+        "offsets committed without a login: {committed:?}"
+    );
     Ok(())
 }

@@ -101,7 +101,8 @@ impl DecodeError {
             return Self::new(
                 DecodeErrorKind::UnknownField,
                 Some(&field),
-                format!("unknown field `{field}`"),
+                // Escaped: the name is the producer's text and the reason is one log line.
+                format!("unknown field `{}`", field.escape_debug()),
             );
         }
         if let Some(rest) = message.strip_prefix("missing field `") {
@@ -115,7 +116,7 @@ impl DecodeError {
             return Self::new(
                 DecodeErrorKind::Malformed,
                 Some(&field),
-                format!("`{field}` appears more than once"),
+                format!("`{}` appears more than once", field.escape_debug()),
             );
         }
         if path == "." || path.is_empty() {

@@ -5,6 +5,7 @@ pub mod click;
 pub mod codec;
 pub mod error;
 pub mod output;
+pub mod robustness;
 pub mod schema;
 pub mod time;
 
@@ -15,4 +16,5 @@ pub use output::{
     Bytes, CampaignArm, CampaignOutcome, CampaignTriggered, DeadLetter, ErrorClass, ReasonCode,
     Scores, Tier, TierChanged, UserScore,
 };
+pub use robustness::check_click_record;
 pub use time::EventTime;

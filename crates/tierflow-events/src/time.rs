@@ -54,8 +54,19 @@ impl EventTime {
             .map_err(|_| EventTimeParseError(text.to_owned()))?;
         let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
         i64::try_from(millis)
+            .ok()
             .map(Self)
-            .map_err(|_| EventTimeParseError(text.to_owned()))
+            // An offset can carry a valid text outside years 0000–9999 in UTC (e.g.
+            // `0000-01-01T00:00:00+01:00`), where it has no RFC 3339 text to be written as.
+            .filter(|t| t.utc_year().is_some_and(|year| (0..=9999).contains(&year)))
+            .ok_or_else(|| EventTimeParseError(text.to_owned()))
+    }
+
+    /// The UTC year, when `time` can represent it.
+    fn utc_year(self) -> Option<i32> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .ok()
+            .map(OffsetDateTime::year)
     }
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-28T12:00:00.250Z`.
@@ -149,6 +160,10 @@ mod tests {
         check("yesterday", None);
         check("", None);
         check("1970-01-01T00:00:00", None);
+        // Valid text, but outside years 0000–9999 once in UTC: it could not be written back.
+        check("0000-01-01T00:00:00+01:00", None);
+        check("9999-12-31T23:59:59-01:00", None);
+        check("0000-01-01T00:00:00-01:00", Some(-62_167_215_600_000));
     }
 
     #[test]

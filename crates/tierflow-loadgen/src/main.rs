@@ -12,6 +12,9 @@
 //! - `redis-only`: the pipeline's Redis command mix (MGET of the batch's states, one pipeline
 //!   of `SET … PX` for states and latest scores) with real encoded states; first fills
 //!   `--users` users to measure Redis memory per user.
+//!
+//! A live pipeline run with `--series FILE` is also a soak (issue 8): a time series of rates,
+//! lag, memory and latency every `--sample-secs`, a CSV, an SVG plot and a `soak` summary.
 
 mod consume;
 mod cpu;
@@ -20,6 +23,8 @@ mod measure;
 mod pipeline;
 mod produce;
 mod redis_mix;
+mod soak;
+mod soak_plot;
 
 use std::io::Write;
 
@@ -96,6 +101,13 @@ pub(crate) struct Args {
     /// repeatable. E.g. `fetch.wait.max.ms=10`.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
     kafka_properties: Vec<String>,
+    /// Live pipeline runs: write a time series (CSV) here, its plot beside it (same name,
+    /// `.svg`) and add a `soak` summary to the result.
+    #[arg(long, value_name = "FILE")]
+    series: Option<std::path::PathBuf>,
+    /// Seconds between two samples of `--series`.
+    #[arg(long, default_value_t = 10)]
+    sample_secs: u64,
     /// Seed of the event and user draws.
     #[arg(long, default_value_t = 42)]
     seed: u64,

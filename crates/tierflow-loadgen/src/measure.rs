@@ -169,10 +169,12 @@ pub(crate) fn histogram_sums(text: &str, metric: &str, label: &str) -> BTreeMap<
     out
 }
 
-/// `used_memory` and the number of keys of a Redis server.
+/// `used_memory`, `used_memory_rss` and the number of keys of a Redis server.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct RedisMemory {
     pub(crate) used_memory: u64,
+    /// What the redis-server process holds (allocator fragmentation included).
+    pub(crate) used_memory_rss: u64,
     pub(crate) keys: u64,
 }
 
@@ -184,16 +186,23 @@ pub(crate) async fn redis_memory(
         .query_async(connection)
         .await
         .context("INFO memory")?;
-    let used_memory = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no used_memory in INFO")?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {name} in INFO"))
+    };
+    let used_memory = field("used_memory")?;
+    let used_memory_rss = field("used_memory_rss")?;
     let keys: u64 = redis::cmd("DBSIZE")
         .query_async(connection)
         .await
         .context("DBSIZE")?;
-    Ok(RedisMemory { used_memory, keys })
+    Ok(RedisMemory {
+        used_memory,
+        used_memory_rss,
+        keys,
+    })
 }
 
 /// Connects a plain multiplexed connection (for INFO, DBSIZE and the raw command mix).

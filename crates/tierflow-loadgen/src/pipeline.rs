@@ -6,13 +6,16 @@
 //! sustained rate is what the pipeline completed between the end of the warm-up and the end
 //! of production.
 //!
+//! With `--series FILE` a live run also samples itself every `--sample-secs` (see [`soak`]):
+//! the latency reader then also fills a per-interval histogram.
+//!
 //! Backlog (`--rate 0`): the topic is filled first, then the pipeline starts and the drain is
 //! timed from its first completed batch to its last: the pipeline's capacity on this machine
 //! without a producer competing for the CPU (latency is meaningless there and not reported).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -32,6 +35,8 @@ use crate::cpu;
 use crate::events::EventMaker;
 use crate::measure::{self, Broker, Latency, RedisMemory, Summed};
 use crate::produce::{self, Offer, Produced};
+use crate::soak::{self, Phase, Sampler, SoakSummary};
+use crate::soak_plot;
 
 #[derive(Debug, Serialize)]
 pub(crate) struct PipelineReport {
@@ -74,6 +79,9 @@ pub(crate) struct PipelineReport {
     cpu_secs: BTreeMap<String, f64>,
     wall_secs: f64,
     load_average_max: f64,
+    /// With `--series`: did memory and lag stay flat (issue 8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    soak: Option<SoakSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +121,23 @@ struct Watch {
     /// Events with `ts` in `[from_ms, to_ms]` enter the steady-state histogram.
     from_ms: AtomicI64,
     to_ms: AtomicI64,
+    /// Latencies seen since the last soak sample (every record, warm-up included); `None`
+    /// without `--series`.
+    interval: Option<Mutex<Histogram<u64>>>,
+}
+
+impl Watch {
+    /// The latencies since the last call, and a fresh histogram for the next interval.
+    fn take_interval(&self) -> Histogram<u64> {
+        self.interval
+            .as_ref()
+            .map_or_else(measure::latency_histogram, |h| {
+                std::mem::replace(
+                    &mut *h.lock().expect("interval histogram lock"),
+                    measure::latency_histogram(),
+                )
+            })
+    }
 }
 
 /// Only the field the watcher needs from a `user_score` record.
@@ -123,6 +148,9 @@ struct SeenScore<'a> {
 }
 
 pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
+    if args.series.is_some() && args.rate == 0 {
+        bail!("--series samples a live run: give --rate above 0");
+    }
     let run = measure::run_name();
     let broker = Broker::connect(&args.brokers, &args.kafka_properties)?;
     let topics = TopicsConfig {
@@ -212,6 +240,10 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
         seen: AtomicU64::new(0),
         from_ms: AtomicI64::new(i64::MAX),
         to_ms: AtomicI64::new(i64::MAX),
+        interval: args
+            .series
+            .as_ref()
+            .map(|_| Mutex::new(measure::latency_histogram())),
     });
     let watcher = std::thread::Builder::new()
         .name("latency-watch".into())
@@ -250,6 +282,7 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let mut sampler: Option<Sampler> = None;
     let (produced, window_secs, window_events, drain_secs, startup_secs) = match backlog {
         Some(produced) => {
             let pipeline_started = Instant::now();
@@ -294,6 +327,23 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
                 let maker = maker.take().expect("one producer per run");
                 async move { produce::produce(&kafka, &topic, maker, offer, sent).await }
             });
+            sampler = args
+                .series
+                .as_deref()
+                .map(|csv| {
+                    Sampler::start(
+                        Duration::from_secs(args.sample_secs.max(1)),
+                        broker_pid,
+                        csv,
+                    )
+                })
+                .transpose()?;
+            let render = || metrics.render();
+            let soak_sample = Soak {
+                watch: &watch,
+                metrics: &render,
+                topic: &topics.clickstream,
+            };
             let mut window_start: Option<(Instant, u64)> = None;
             let mut last = (Instant::now(), 0u64);
             while !producer.is_finished() {
@@ -309,6 +359,11 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
                 last = (Instant::now(), done);
                 load_max = load_max.max(measure::load_average());
                 let offered = sent.load(Ordering::Relaxed);
+                if let Some(sampler) = sampler.as_mut().filter(|s| s.due()) {
+                    soak_sample
+                        .record(sampler, Phase::Produce, offered, done, &mut redis)
+                        .await?;
+                }
                 bar.set_message(format!(
                     "offered {offered} · processed {done} ({rate:.0}/s) · behind {} · user_scores seen {}",
                     offered.saturating_sub(done),
@@ -337,10 +392,27 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
                 if drain_started.elapsed() > Duration::from_secs(300) {
                     bail!("the pipeline did not catch up within 300 s");
                 }
+                if let Some(sampler) = sampler.as_mut().filter(|s| s.due()) {
+                    soak_sample
+                        .record(sampler, Phase::Drain, produced.events, done, &mut redis)
+                        .await?;
+                }
                 bar.set_message(format!("draining: {done} of {} events", produced.events));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let drain = drain_started.elapsed().as_secs_f64();
+            if let Some(sampler) = sampler.as_mut() {
+                // The end of the series: everything offered is processed.
+                soak_sample
+                    .record(
+                        sampler,
+                        Phase::Drain,
+                        produced.events,
+                        health.records(),
+                        &mut redis,
+                    )
+                    .await?;
+            }
             (produced, window_secs, window_events, drain, 0.0)
         }
     };
@@ -397,6 +469,27 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
         .used_memory
         .saturating_sub(redis_before.used_memory);
     let live = args.rate > 0;
+    let soak = match (&args.series, &sampler) {
+        (Some(series), Some(sampler)) => {
+            let plot = series.with_extension("svg");
+            let title = format!(
+                "tierflow soak: {} events/s offered, {} users, batch {}, {} ({})",
+                args.rate,
+                args.users,
+                args.batch_max_events,
+                broker.kind(),
+                run
+            );
+            soak_plot::write(&plot, &title, sampler.samples())?;
+            soak::summarise(
+                sampler.samples(),
+                args.sample_secs,
+                args.batch_max_events,
+                (series, &plot),
+            )
+        }
+        _ => None,
+    };
     Ok(PipelineReport {
         broker: broker.kind(),
         run,
@@ -427,7 +520,43 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
         cpu_secs: cpu::delta(&cpu_before, &cpu_after),
         wall_secs,
         load_average_max: load_max,
+        soak,
     })
+}
+
+/// What a soak sample reads besides the load generator's counters.
+struct Soak<'a> {
+    watch: &'a Watch,
+    /// The pipeline's Prometheus text (`PrometheusHandle::render`).
+    metrics: &'a dyn Fn() -> String,
+    topic: &'a str,
+}
+
+impl Soak<'_> {
+    async fn record(
+        &self,
+        sampler: &mut Sampler,
+        phase: Phase,
+        offered: u64,
+        processed: u64,
+        redis: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<()> {
+        let external = soak::External {
+            redis: measure::redis_memory(redis).await?,
+            consumer_lag_gauge: soak::consumer_lag_gauge(
+                &(self.metrics)(),
+                telemetry::CONSUMER_LAG,
+                self.topic,
+            ),
+        };
+        let latency = self.watch.take_interval();
+        sampler.record(
+            phase,
+            soak::Progress { offered, processed },
+            external,
+            &latency,
+        )
+    }
 }
 
 /// Reads `user_score` from the beginning of every partition until told to stop; returns the
@@ -474,6 +603,12 @@ fn watch_scores(
         watch.seen.fetch_add(1, Ordering::Relaxed);
         let latency = (now_us - event_ms * 1_000).max(1) as u64;
         all.saturating_record(latency);
+        if let Some(interval) = &watch.interval {
+            interval
+                .lock()
+                .expect("interval histogram lock")
+                .saturating_record(latency);
+        }
         if event_ms >= watch.from_ms.load(Ordering::Relaxed)
             && event_ms <= watch.to_ms.load(Ordering::Relaxed)
         {

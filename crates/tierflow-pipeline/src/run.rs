@@ -77,6 +77,10 @@ pub enum PipelineError {
         "partition {partition} was taken over by member {holder} (this member lost its lease: a long pause, or the group moved on without it); stopping without committing"
     )]
     LeaseLost { partition: i32, holder: String },
+    #[error(
+        "the broker refused this client: {0}; check the credentials (sasl.username, sasl.password or its secrets file) and the ACLs; stopping without committing"
+    )]
+    Refused(String),
 }
 
 /// Totals of a run.
@@ -256,6 +260,8 @@ struct GroupContext {
     topic: String,
     /// When a consumer error was last logged, and how many were not logged since.
     error_log: Mutex<(Option<Instant>, u64)>,
+    /// Set when the broker refused our login or permissions: retrying cannot fix that.
+    refused: Mutex<Option<String>>,
 }
 
 impl GroupContext {
@@ -263,6 +269,7 @@ impl GroupContext {
     /// count in between (a broker outage raises one every poll). Always counted.
     fn consumer_error(&self, error: &KafkaError) {
         metrics::counter!(telemetry::CONSUMER_ERRORS).increment(1);
+        self.note_refusal(error, "");
         let mut log = self
             .error_log
             .lock()
@@ -357,7 +364,62 @@ fn block_on_callback<T>(work: impl Future<Output = T>) -> Option<T> {
     }
 }
 
+impl GroupContext {
+    /// Remembers an authentication or authorization failure (the first one): the run
+    /// stops on it instead of retrying a login that cannot succeed.
+    fn note_refusal(&self, error: &KafkaError, reason: &str) {
+        if !refuses(error) {
+            return;
+        }
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refused.is_none() {
+            *refused = Some(if reason.is_empty() {
+                error.to_string()
+            } else {
+                format!("{error} ({reason})")
+            });
+        }
+    }
+
+    fn refused(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A failed login or a missing permission: what no retry fixes.
+fn refuses(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+        )
+    )
+}
+
 impl ClientContext for GroupContext {
+    /// librdkafka's client-level errors (connections, logins): logged like consumer errors,
+    /// and a refused login stops the run.
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note_refusal(&error, reason);
+        if refuses(&error) {
+            tracing::error!(%error, reason, "the broker refused this client");
+        } else {
+            self.consumer_error(&error);
+            tracing::debug!(%error, reason, "librdkafka error");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (name, topic) in &statistics.topics {
             if *name == self.topic {
@@ -612,6 +674,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
             leases,
             topic: this.topics.clickstream.clone(),
             error_log: Mutex::new((None, 0)),
+            refused: Mutex::new(None),
         };
         let mut consumer_config = this.kafka.consumer_config(&this.config.group_id);
         consumer_config
@@ -683,6 +746,9 @@ impl<S: StateStore + 'static> Pipeline<S> {
         let mut clocks = Clocks::default();
         while !*shutdown.borrow() {
             let batch = self.collect(consumer, &mut shutdown).await;
+            if let Some(reason) = consumer.context().refused() {
+                return Err(PipelineError::Refused(reason));
+            }
             if batch.is_empty() {
                 continue;
             }
@@ -728,6 +794,10 @@ impl<S: StateStore + 'static> Pipeline<S> {
         let mut failed = None;
         while !*shutdown.borrow() && !durable.is_finished() {
             let batch = self.collect(consumer, &mut shutdown).await;
+            if let Some(reason) = consumer.context().refused() {
+                failed = Some(PipelineError::Refused(reason));
+                break;
+            }
             if batch.is_empty() {
                 // Quiet: look for timers that came due, at most once per tick.
                 if self.campaigns.is_none()

@@ -75,6 +75,7 @@ mod control;
 mod error;
 mod evaluate;
 mod govern;
+pub mod robustness;
 mod ruleset;
 mod uplift;
 
@@ -88,6 +89,7 @@ pub use evaluate::{Candidate, RuleState, Timer, TimerKind, Update};
 pub use govern::{
     Decision, GovernContext, Ledger, SuppressReason, Terms, Verdict, day_of, govern, hour_of,
 };
+pub use robustness::check_rules_text;
 pub use ruleset::{
     Campaign, DEFAULT_ATTRIBUTION_WINDOW_MS, DEFAULT_COOLDOWN_MS, DEFAULT_DAILY_CAP,
     DEFAULT_MAX_SIMULTANEOUS, DEFAULT_TRIGGER_TTL_MS, Limits, MAX_CAMPAIGNS, MAX_CAP,

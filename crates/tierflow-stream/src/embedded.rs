@@ -1,6 +1,8 @@
 //! The embedded default: librdkafka's in-process mock cluster, so the demo runs with nothing
 //! installed. Tests use a real broker from the testkit; this is for demos and unit tests.
 
+use std::time::Duration;
+
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -45,6 +47,28 @@ impl EmbeddedBroker {
         errors: &[rdkafka::types::RDKafkaRespErr],
     ) {
         self.cluster.request_errors(api, errors);
+    }
+
+    /// Takes broker `id` (1-based) down: its connections close and it refuses new ones until
+    /// `broker_up` (fault injection for tests).
+    pub fn broker_down(&self, id: i32) -> Result<(), StreamError> {
+        self.cluster
+            .broker_down(id)
+            .map_err(|e| StreamError::kafka("taking a mock broker down", e))
+    }
+
+    /// Brings broker `id` back after `broker_down`.
+    pub fn broker_up(&self, id: i32) -> Result<(), StreamError> {
+        self.cluster
+            .broker_up(id)
+            .map_err(|e| StreamError::kafka("bringing a mock broker up", e))
+    }
+
+    /// Delays every answer of broker `id` by `delay` (zero: no delay).
+    pub fn set_round_trip_time(&self, id: i32, delay: Duration) -> Result<(), StreamError> {
+        self.cluster
+            .broker_round_trip_time(id, delay)
+            .map_err(|e| StreamError::kafka("setting a mock broker's round-trip time", e))
     }
 
     /// The mock cluster does not serve the CreateTopics admin call; it has its own.

@@ -8,12 +8,13 @@
 
 mod cluster;
 mod process;
+mod proxy;
 mod services;
 mod tls;
 
 pub use cluster::RedisCluster;
 pub use process::{Service, find_binary};
-pub use services::{Broker, BrokerStorage, RedisServer};
+pub use services::{Broker, BrokerStorage, RedisServer, SecureBroker};
 
 use std::sync::OnceLock;
 

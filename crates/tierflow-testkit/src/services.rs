@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tempfile::TempDir;
 
 use crate::process::{Service, accepts, answers, find_binary, free_port};
+use crate::proxy::TlsProxy;
 
 const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -246,6 +247,10 @@ pub struct Broker {
     service: Option<Service>,
     binary: PathBuf,
     port: u16,
+    /// The port clients are told to connect to (a proxy's, in front of `port`).
+    advertised_port: u16,
+    /// Started with `--authentication`: every request but the SASL ones needs a login.
+    authentication: bool,
     storage: BrokerStorage,
     dir: TempDir,
 }
@@ -257,6 +262,12 @@ impl Broker {
     }
 
     pub fn start_with(storage: BrokerStorage) -> Result<Self> {
+        Self::start_advertising(storage, None)
+    }
+
+    /// Starts on a free port, telling clients to connect to `advertised` (default: the
+    /// broker's own port).
+    fn start_advertising(storage: BrokerStorage, advertised: Option<u16>) -> Result<Self> {
         let binary = find_binary("tansu", "TIERFLOW_TANSU")?;
         let mut dir = tempfile::tempdir().context("creating broker dir")?;
         let mut last_error = None;
@@ -266,6 +277,8 @@ impl Broker {
                 service: None,
                 binary: binary.clone(),
                 port,
+                advertised_port: advertised.unwrap_or(port),
+                authentication: false,
                 storage,
                 dir,
             };
@@ -282,6 +295,7 @@ impl Broker {
 
     fn spawn(&mut self) -> Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port);
         let storage = match self.storage {
             BrokerStorage::Memory => "memory://tansu/",
             BrokerStorage::Sqlite => "sqlite://tansu/",
@@ -290,9 +304,12 @@ impl Broker {
         command
             .arg("broker")
             .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", storage])
             .current_dir(self.dir.path());
+        if self.authentication {
+            command.arg("--authentication");
+        }
         // tansu also reads these from the environment; ours must not leak in.
         for var in [
             "CLUSTER_ID",
@@ -353,5 +370,83 @@ impl Broker {
             .as_ref()
             .map(Service::log_tail)
             .unwrap_or_default()
+    }
+}
+
+/// A tansu broker behind TLS that requires a SASL/SCRAM-SHA-512 login: what a managed Kafka
+/// looks like to a client (`security.protocol = SASL_SSL`). tansu 0.6.0 checks SCRAM
+/// logins against the credentials it stores but does not serve TLS itself, so a
+/// TLS-terminating proxy (certificate signed by a throwaway CA) stands in front of it and
+/// the broker advertises the proxy's address.
+#[derive(Debug)]
+pub struct SecureBroker {
+    // Field order is drop order: the proxy goes before the broker and the certificates.
+    _proxy: TlsProxy,
+    broker: Broker,
+    port: u16,
+    user: String,
+    ca: PathBuf,
+    _certificates: TempDir,
+}
+
+impl SecureBroker {
+    /// Starts the broker with one SCRAM-SHA-512 user, `user` / `password`.
+    pub fn start(user: &str, password: &str) -> Result<Self> {
+        let certificates = tempfile::tempdir().context("creating a certificate dir")?;
+        let files = crate::tls::write_server_certificates(certificates.path())?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
+        let port = listener.local_addr()?.port();
+        // The credentials are stored through the admin API before logins are required, on
+        // storage that survives the restart that turns them on.
+        let mut broker = Broker::start_advertising(BrokerStorage::Sqlite, Some(port))?;
+        let output = Command::new(&broker.binary)
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", broker.port))
+            .args(["--mechanism", "scram512", user, password])
+            .output()
+            .context("running `tansu user create`")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "`tansu user create` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        broker.authentication = true;
+        broker.restart()?;
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));
+        let proxy = TlsProxy::start(listener, upstream, &files.cert, &files.key)?;
+        Ok(Self {
+            _proxy: proxy,
+            broker,
+            port,
+            user: user.to_owned(),
+            ca: files.ca,
+            _certificates: certificates,
+        })
+    }
+
+    /// `bootstrap.servers` for clients: the TLS address.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed the broker's certificate (PEM), for `ssl.ca.location`.
+    pub fn ca_file(&self) -> &std::path::Path {
+        &self.ca
+    }
+
+    /// librdkafka properties of a client of this broker, all but `sasl.password`.
+    pub fn client_properties(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("security.protocol", "SASL_SSL".to_owned()),
+            ("sasl.mechanisms", "SCRAM-SHA-512".to_owned()),
+            ("sasl.username", self.user.clone()),
+            ("ssl.ca.location", self.ca.display().to_string()),
+        ]
+    }
+
+    /// The broker's recent log lines, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.broker.log_tail()
     }
 }

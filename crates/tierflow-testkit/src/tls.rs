@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType,
+};
 
 pub(crate) struct CertificateFiles {
     pub(crate) ca: PathBuf,
@@ -17,11 +19,21 @@ pub(crate) fn write_server_certificates(dir: &Path) -> Result<CertificateFiles> 
     let ca_key = KeyPair::generate().context("CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name = DistinguishedName::new();
+    // Distinct names: with rcgen's default name on both, OpenSSL (librdkafka) takes the
+    // server certificate for a self-signed one and refuses it.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tierflow test CA");
     let ca = ca_params.self_signed(&ca_key).context("CA certificate")?;
 
     let key = KeyPair::generate().context("server key")?;
     let mut params =
         CertificateParams::new(vec!["localhost".to_owned()]).context("server params")?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
