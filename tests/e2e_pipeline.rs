@@ -550,6 +550,55 @@ fn kafka_properties_toml(broker: &SecureBroker) -> String {
         .collect()
 }
 
+/// A `tierflow run` config for `broker` (its client settings; the SASL password from
+/// `kafka_password_file`), `topics`, Redis at `redis_url` under `key_prefix` (or the URL in
+/// `redis_url_file`, which replaces it) and consumer group `group`.
+fn secure_run_config(
+    broker: &SecureBroker,
+    topics: &TopicsConfig,
+    (redis_url, redis_url_file): (&str, Option<&Path>),
+    key_prefix: &str,
+    group: &str,
+    kafka_password_file: &Path,
+) -> Result<tempfile::NamedTempFile> {
+    let redis_url_secret = redis_url_file
+        .map(|file| format!("redis_url_file = \"{}\"\n", file.display()))
+        .unwrap_or_default();
+    let mut config_file = tempfile::NamedTempFile::new()?;
+    writeln!(
+        config_file,
+        r#"
+[kafka]
+brokers = "{brokers}"
+[kafka.properties]
+{properties}
+[topics]
+clickstream = "{clickstream}"
+tier_changed = "{tier_changed}"
+user_score = "{user_score}"
+dead_letter = "{dead_letter}"
+[redis]
+url = "{redis_url}"
+key_prefix = "{key_prefix}"
+[pipeline]
+group_id = "{group}"
+[http]
+listen = "127.0.0.1:0"
+[secrets]
+{redis_url_secret}[secrets.kafka_property_files]
+"sasl.password" = "{kafka_password_file}"
+"#,
+        brokers = broker.bootstrap_servers(),
+        properties = kafka_properties_toml(broker),
+        clickstream = topics.clickstream,
+        tier_changed = topics.tier_changed,
+        user_score = topics.user_score,
+        dead_letter = topics.dead_letter,
+        kafka_password_file = kafka_password_file.display(),
+    )?;
+    Ok(config_file)
+}
+
 /// Secrets from files, against services that need them: the Redis URL with its password
 /// and the Kafka SASL password come from mounted files; the broker speaks only TLS (checked
 /// against a CA) and requires a SCRAM-SHA-512 login, Redis requires AUTH. The pipeline does
@@ -589,39 +638,13 @@ async fn secrets_from_files_are_used_and_never_logged() -> Result<()> {
     std::fs::write(&kafka_password_file, KAFKA_PASSWORD)?;
     let key_prefix = unique_name("secret");
     let group = unique_name("group");
-    let mut config_file = tempfile::NamedTempFile::new()?;
-    writeln!(
-        config_file,
-        r#"
-[kafka]
-brokers = "{brokers}"
-[kafka.properties]
-{properties}
-[topics]
-clickstream = "{clickstream}"
-tier_changed = "{tier_changed}"
-user_score = "{user_score}"
-dead_letter = "{dead_letter}"
-[redis]
-url = "redis://127.0.0.1:1/"
-key_prefix = "{key_prefix}"
-[pipeline]
-group_id = "{group}"
-[http]
-listen = "127.0.0.1:0"
-[secrets]
-redis_url_file = "{redis_url_file}"
-[secrets.kafka_property_files]
-"sasl.password" = "{kafka_password_file}"
-"#,
-        brokers = kafka.brokers,
-        properties = kafka_properties_toml(&secure_broker),
-        clickstream = topics.clickstream,
-        tier_changed = topics.tier_changed,
-        user_score = topics.user_score,
-        dead_letter = topics.dead_letter,
-        redis_url_file = redis_url_file.display(),
-        kafka_password_file = kafka_password_file.display(),
+    let config_file = secure_run_config(
+        &secure_broker,
+        &topics,
+        ("redis://127.0.0.1:1/", Some(&redis_url_file)),
+        &key_prefix,
+        &group,
+        &kafka_password_file,
     )?;
     let setup = Setup {
         config_file,
@@ -700,38 +723,13 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
     let password_file = dir.path().join("kafka-password");
     std::fs::write(&password_file, WRONG)?;
     let group = unique_name("group");
-    let mut config_file = tempfile::NamedTempFile::new()?;
-    writeln!(
-        config_file,
-        r#"
-[kafka]
-brokers = "{brokers}"
-[kafka.properties]
-{properties}
-[topics]
-clickstream = "{clickstream}"
-tier_changed = "{tier_changed}"
-user_score = "{user_score}"
-dead_letter = "{dead_letter}"
-[redis]
-url = "{redis}"
-key_prefix = "{key_prefix}"
-[pipeline]
-group_id = "{group}"
-[http]
-listen = "127.0.0.1:0"
-[secrets.kafka_property_files]
-"sasl.password" = "{password_file}"
-"#,
-        brokers = kafka.brokers,
-        properties = kafka_properties_toml(&secure_broker),
-        clickstream = topics.clickstream,
-        tier_changed = topics.tier_changed,
-        user_score = topics.user_score,
-        dead_letter = topics.dead_letter,
-        redis = redis().url(),
-        key_prefix = unique_name("refused"),
-        password_file = password_file.display(),
+    let config_file = secure_run_config(
+        &secure_broker,
+        &topics,
+        (&redis().url(), None),
+        &unique_name("refused"),
+        &group,
+        &password_file,
     )?;
     let log_path = dir.path().join("run.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
