@@ -85,9 +85,9 @@ bench-pipeline BROKERS="127.0.0.1:29092" REDIS="redis://127.0.0.1:26379/":
 #       --advertised-listener-url tcp://127.0.0.1:29092 --storage-engine memory://tansu/ &
 #   export TIERFLOW_LOADGEN_BROKER_PID=$!
 #   redis-server --port 26379 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes
-# RATE 35000 = half the pipeline's measured maximum, the 70.2k events/s backlog capacity in
-# BENCHMARKS.md "Two-stage pipeline". tansu's memory storage keeps every record (it has no
-# retention): check BENCHMARKS.md "Soak (issue 8)" for whether RATE × MINUTES fits in memory.
+# RATE 17500 = half the most a live run sustained (33.5k events/s, BENCHMARKS.md "Two-stage
+# pipeline"). tansu's memory storage keeps every record (it has no retention): check
+# BENCHMARKS.md "Soak (issue 8)" for whether RATE × MINUTES fits in memory.
 soak RATE="17500" MINUTES="30" BROKERS="127.0.0.1:29092" REDIS="redis://127.0.0.1:26379/":
     cargo build --release -p tierflow-loadgen
     mkdir -p target/soak

@@ -740,21 +740,8 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
-    // Polls the child every 100 ms: the run must end by itself.
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            bail!(
-                "tierflow run still retries a refused login after 90 s:\n{}",
-                std::fs::read_to_string(&log_path)?
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // The run must end by itself.
+    let status = wait_exit(&mut child, &log_path, Duration::from_secs(90))?;
     let log = std::fs::read_to_string(&log_path)?;
     ensure!(
         !status.success(),
@@ -773,5 +760,54 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
         committed.is_empty(),
         "offsets committed without a login: {committed:?}"
     );
+
+    // The admin path too: `tierflow topics` with the same config fails with the same message
+    // instead of waiting on a login that cannot succeed.
+    let topics_log = dir.path().join("topics.log");
+    let mut topics_child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(["topics", "--config"])
+        .arg(config_file.path())
+        .env_remove("TIERFLOW_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&topics_log)?)
+        .spawn()?;
+    let status = wait_exit(&mut topics_child, &topics_log, Duration::from_secs(90))?;
+    let log = std::fs::read_to_string(&topics_log)?;
+    ensure!(
+        !status.success(),
+        "tierflow topics with a refused login exited with {status}:\n{log}"
+    );
+    ensure!(
+        log.contains("refused this client") && log.contains("sasl.password"),
+        "tierflow topics gave no clear message about the refused login:\n{log}"
+    );
+    ensure!(
+        !log.contains(WRONG),
+        "tierflow topics logged the password:\n{log}"
+    );
     Ok(())
+}
+
+/// Waits for `child` to exit by itself, checking every 100 ms; kills it and fails with its log
+/// after `limit`.
+fn wait_exit(
+    child: &mut std::process::Child,
+    log_path: &Path,
+    limit: Duration,
+) -> Result<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            bail!(
+                "still running after {limit:?} (it should stop by itself):\n{}",
+                std::fs::read_to_string(log_path)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

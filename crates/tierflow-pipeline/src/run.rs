@@ -20,6 +20,7 @@ use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -38,7 +39,7 @@ use tierflow_store::Loaded;
 use tierflow_store::{BatchWrites, StateStore, StoreError, StoredClock, Versioned};
 use tierflow_stream::{
     BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError, TxnFailure,
-    transaction_failure,
+    refuses, transaction_failure,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -392,22 +393,36 @@ impl GroupContext {
     }
 }
 
-/// A failed login or a missing permission: what no retry fixes.
-fn refuses(error: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            C::Authentication
-                | C::SaslAuthenticationFailed
-                | C::TopicAuthorizationFailed
-                | C::GroupAuthorizationFailed
-                | C::ClusterAuthorizationFailed
-        )
-    )
-}
-
 impl ClientContext for GroupContext {
+    /// librdkafka's own log, forwarded to tracing (target `librdkafka`). A failed
+    /// asynchronous commit is reported only here: with the events API that rdkafka uses there
+    /// is no commit callback for manual asynchronous commits, so librdkafka logs it under
+    /// `COMMITFAIL`, and it is counted from that.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "COMMITFAIL" {
+            let lower = message.to_ascii_lowercase();
+            let reason = if lower.contains("rebalance in progress") {
+                "rebalance"
+            } else if lower.contains("generation") || lower.contains("member id") {
+                "generation"
+            } else {
+                "other"
+            };
+            metrics::counter!(telemetry::COMMIT_FAILURES, "reason" => reason).increment(1);
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
     /// librdkafka's client-level errors (connections, logins): logged like consumer errors,
     /// and a refused login stops the run.
     fn error(&self, error: KafkaError, reason: &str) {
@@ -1429,6 +1444,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
         };
         if let Err(e) = consumer.commit(&list, mode) {
             // Not fatal: the batch is durable; an uncommitted batch is replayed idempotently.
+            // (An asynchronous commit that the broker refuses later is counted in `log`.)
             metrics::counter!(telemetry::COMMIT_FAILURES, "reason" => commit_reason(&e))
                 .increment(1);
             tracing::warn!(error = %e, "offset commit failed; the batch will be replayed after a restart or rebalance");

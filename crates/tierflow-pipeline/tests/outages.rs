@@ -24,7 +24,7 @@ use tierflow_pipeline::{
 };
 use tierflow_store::{RedisConfig, RedisStore};
 use tierflow_stream::consume::committed_offsets;
-use tierflow_stream::{KafkaConfig, ensure_topics};
+use tierflow_stream::{EmbeddedBroker, KafkaConfig, ensure_topics};
 use tierflow_testkit::{Broker, BrokerStorage, RedisServer, unique_name};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -64,13 +64,28 @@ impl Scenario {
         redis: RedisConfig,
         seed: u64,
     ) -> Result<Self> {
+        Self::begin_on(kafka, None, pipeline_properties, redis, seed).await
+    }
+
+    /// `begin` on `kafka`, or on librdkafka's mock cluster `mock` (which creates topics
+    /// through its own call: it does not serve CreateTopics).
+    async fn begin_on(
+        kafka: KafkaConfig,
+        mock: Option<&EmbeddedBroker>,
+        pipeline_properties: &[(&str, &str)],
+        redis: RedisConfig,
+        seed: u64,
+    ) -> Result<Self> {
         // Shown when a test fails: stalls, retries, rebalances and recoveries.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
-            .with_env_filter("tierflow_pipeline=info")
+            .with_env_filter("tierflow_pipeline=info,librdkafka=warn")
             .try_init();
         let topics = topics(3);
-        ensure_topics(&kafka, &topics.specs()).await?;
+        match mock {
+            Some(mock) => mock.create_topics(&topics.specs())?,
+            None => ensure_topics(&kafka, &topics.specs()).await?,
+        }
         let mut first_half = generated(&synthetic(80, 15, seed));
         let second_half = first_half.split_off(first_half.len() / 2);
         let total = (first_half.len() + second_half.len()) as u64;
@@ -447,4 +462,114 @@ async fn deliveries_timing_out_during_a_broker_outage_are_sent_again_without_los
         19,
     )
     .await
+}
+
+/// The value of counter `name` in the Prometheus text `rendered`, summed over its labels.
+fn counter(rendered: &str, name: &str) -> f64 {
+    rendered
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |sum, value| sum + value)
+}
+
+/// Faults injected with librdkafka's mock cluster (three brokers, a real redis-server):
+/// error answers to produce, fetch, offset-commit and heartbeat requests, one slow broker, and
+/// one broker down for `OUTAGE` mid-stream. The pipeline retries what it can, keeps running,
+/// replays what was not committed, and ends exactly where the offline replay does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cluster_request_errors_a_slow_broker_and_a_broker_down_lose_nothing() -> Result<()> {
+    use rdkafka::types::RDKafkaApiKey as Api;
+    use rdkafka::types::RDKafkaRespErr as E;
+    let started = Instant::now();
+    let metrics = tierflow_pipeline::telemetry::install_recorder()?;
+    let mock = EmbeddedBroker::start(3)?;
+    let redis = RedisServer::start()?;
+    let scenario = Scenario::begin_on(
+        test_kafka(mock.bootstrap_servers()),
+        Some(&mock),
+        // Deliveries to the broker that is down time out, so the produce stage has to retry
+        // (and report the stall) instead of librdkafka waiting for it.
+        &[("message.timeout.ms", "2000")],
+        redis_config(redis.url()),
+        23,
+    )
+    .await?;
+
+    // Error answers: retried inside librdkafka (produce, fetch, coordinator errors) or
+    // surfacing as failed commits, which the pipeline counts and replays after the rejoin.
+    mock.inject_request_errors(
+        Api::Produce,
+        &[
+            E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            E::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
+    mock.inject_request_errors(Api::Fetch, &[E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION]);
+    mock.inject_request_errors(
+        Api::OffsetCommit,
+        &[
+            E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            E::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+        ],
+    );
+    // The second half in two parts: one meets the errors, one the broker outage.
+    let (with_errors, with_outage) = scenario
+        .second_half
+        .split_at(scenario.second_half.len() / 2);
+    let clickstream = &scenario.topics.clickstream;
+    produce(&scenario.kafka, clickstream, with_errors).await?;
+    let with_errors_done = scenario.first_half + with_errors.len() as u64;
+    scenario
+        .wait("the records produced under errors", CATCH_UP, |h| {
+            h.records() >= with_errors_done
+        })
+        .await?;
+    let after_errors = scenario.health.records();
+    // The refused commit (REBALANCE_IN_PROGRESS) reached the pipeline and was counted;
+    // NOT_COORDINATOR is retried inside librdkafka.
+    let commit_failures = counter(&metrics.render(), "tierflow_commit_failures_total");
+    ensure!(
+        commit_failures >= 1.0,
+        "the refused offset commit was not counted as a commit failure"
+    );
+
+    // A slow broker, and a broker down (the group coordinator, and leader of some partitions)
+    // while the last part arrives: the pipeline waits for it and resumes by itself.
+    mock.set_round_trip_time(2, Duration::from_millis(300))?;
+    mock.broker_down(1)?;
+    let down_at = Instant::now();
+    let (produced, stalled) = tokio::join!(
+        // Records for the down broker's partitions wait in the test's producer.
+        produce(&scenario.kafka, clickstream, with_outage),
+        async {
+            // Whether a stage stalls depends on which leaders the down broker held; what must
+            // hold is that the pipeline keeps running and catches up afterwards.
+            scenario.outage(down_at, |_| Ok(())).await?;
+            mock.broker_up(1)?;
+            anyhow::Ok(())
+        }
+    );
+    // Up again whatever happened: the test must not leave the cluster half down.
+    mock.broker_up(1)?;
+    mock.set_round_trip_time(2, Duration::ZERO)?;
+    stalled?;
+    produced?;
+
+    let total = scenario.total;
+    let summary = scenario.finish(false).await?;
+    let rendered = metrics.render();
+    eprintln!(
+        "mock faults: {total} records, {after_errors} done after the injected errors \
+         ({commit_failures} commit failures counted), {} in completed batches; commit failures \
+         {}, stage retries {}; test took {:?}",
+        summary.records,
+        counter(&rendered, "tierflow_commit_failures_total"),
+        counter(&rendered, "tierflow_stage_retries_total"),
+        started.elapsed()
+    );
+    Ok(())
 }

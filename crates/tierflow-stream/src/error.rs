@@ -25,6 +25,10 @@ pub enum StreamError {
     Topic { topic: String, reason: String },
     #[error("invalid kafka configuration: {0}")]
     Config(String),
+    #[error(
+        "the broker refused this client: {0}; check the credentials (sasl.username, sasl.password or its secrets file) and the ACLs"
+    )]
+    Refused(String),
 }
 
 impl StreamError {
@@ -35,7 +39,7 @@ impl StreamError {
     pub fn class(&self) -> FailureClass {
         match self {
             Self::Kafka { source, .. } => classify(source),
-            Self::Topic { .. } | Self::Config(_) => FailureClass::Fatal,
+            Self::Topic { .. } | Self::Config(_) | Self::Refused(_) => FailureClass::Fatal,
         }
     }
 }
@@ -62,6 +66,21 @@ pub fn transaction_failure(error: &KafkaError) -> TxnFailure {
             _ => TxnFailure::Abort,
         },
     }
+}
+
+/// A failed login or a missing permission: what no retry fixes.
+pub fn refuses(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+        )
+    )
 }
 
 /// Classifies an rdkafka error. Unknown codes are treated as retriable: a stage that retries
