@@ -731,18 +731,8 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
         &group,
         &password_file,
     )?;
-    let log_path = dir.path().join("run.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
-        .args(["run", "--config"])
-        .arg(config_file.path())
-        .env_remove("TIERFLOW_CONFIG")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()?;
     // The run must end by itself.
-    let status = wait_exit(&mut child, &log_path, Duration::from_secs(90))?;
-    let log = std::fs::read_to_string(&log_path)?;
+    let (status, log) = run_to_exit("run", config_file.path(), &dir.path().join("run.log"))?;
     ensure!(
         !status.success(),
         "a refused login exited with {status}:\n{log}"
@@ -763,17 +753,7 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
 
     // The admin path too: `tierflow topics` with the same config fails with the same message
     // instead of waiting on a login that cannot succeed.
-    let topics_log = dir.path().join("topics.log");
-    let mut topics_child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
-        .args(["topics", "--config"])
-        .arg(config_file.path())
-        .env_remove("TIERFLOW_CONFIG")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&topics_log)?)
-        .spawn()?;
-    let status = wait_exit(&mut topics_child, &topics_log, Duration::from_secs(90))?;
-    let log = std::fs::read_to_string(&topics_log)?;
+    let (status, log) = run_to_exit("topics", config_file.path(), &dir.path().join("topics.log"))?;
     ensure!(
         !status.success(),
         "tierflow topics with a refused login exited with {status}:\n{log}"
@@ -789,22 +769,32 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
     Ok(())
 }
 
-/// Waits for `child` to exit by itself, checking every 100 ms; kills it and fails with its log
-/// after `limit`.
-fn wait_exit(
-    child: &mut std::process::Child,
+/// Runs `tierflow <command> --config <config>` with debug logging into `log_path` and waits
+/// for it to exit by itself (checking every 100 ms); kills it and fails with its log after
+/// 90 s. Returns the exit status and the log.
+fn run_to_exit(
+    command: &str,
+    config: &Path,
     log_path: &Path,
-    limit: Duration,
-) -> Result<std::process::ExitStatus> {
+) -> Result<(std::process::ExitStatus, String)> {
+    const LIMIT: Duration = Duration::from_secs(90);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args([command, "--config"])
+        .arg(config)
+        .env_remove("TIERFLOW_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log_path)?)
+        .spawn()?;
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(status);
+            return Ok((status, std::fs::read_to_string(log_path)?));
         }
-        if started.elapsed() > limit {
+        if started.elapsed() > LIMIT {
             let _ = child.kill();
             bail!(
-                "still running after {limit:?} (it should stop by itself):\n{}",
+                "tierflow {command} still running after {LIMIT:?} (it should stop by itself):\n{}",
                 std::fs::read_to_string(log_path)?
             );
         }

@@ -38,8 +38,8 @@ use tierflow_rules::{Attribution, RuleSet};
 use tierflow_store::Loaded;
 use tierflow_store::{BatchWrites, StateStore, StoreError, StoredClock, Versioned};
 use tierflow_stream::{
-    BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, StreamError, TxnFailure,
-    refuses, transaction_failure,
+    BoundedProducer, FailureClass, KafkaConfig, OutRecord, OutputHeaders, Refusal, StreamError,
+    TxnFailure, transaction_failure,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -262,7 +262,7 @@ struct GroupContext {
     /// When a consumer error was last logged, and how many were not logged since.
     error_log: Mutex<(Option<Instant>, u64)>,
     /// Set when the broker refused our login or permissions: retrying cannot fix that.
-    refused: Mutex<Option<String>>,
+    refused: Refusal,
 }
 
 impl GroupContext {
@@ -270,7 +270,7 @@ impl GroupContext {
     /// count in between (a broker outage raises one every poll). Always counted.
     fn consumer_error(&self, error: &KafkaError) {
         metrics::counter!(telemetry::CONSUMER_ERRORS).increment(1);
-        self.note_refusal(error, "");
+        self.refused.note(error, "");
         let mut log = self
             .error_log
             .lock()
@@ -365,34 +365,6 @@ fn block_on_callback<T>(work: impl Future<Output = T>) -> Option<T> {
     }
 }
 
-impl GroupContext {
-    /// Remembers an authentication or authorization failure (the first one): the run
-    /// stops on it instead of retrying a login that cannot succeed.
-    fn note_refusal(&self, error: &KafkaError, reason: &str) {
-        if !refuses(error) {
-            return;
-        }
-        let mut refused = self
-            .refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if refused.is_none() {
-            *refused = Some(if reason.is_empty() {
-                error.to_string()
-            } else {
-                format!("{error} ({reason})")
-            });
-        }
-    }
-
-    fn refused(&self) -> Option<String> {
-        self.refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
 impl ClientContext for GroupContext {
     /// librdkafka's own log, forwarded to tracing (target `librdkafka`). A failed
     /// asynchronous commit is reported only here: with the events API that rdkafka uses there
@@ -426,8 +398,7 @@ impl ClientContext for GroupContext {
     /// librdkafka's client-level errors (connections, logins): logged like consumer errors,
     /// and a refused login stops the run.
     fn error(&self, error: KafkaError, reason: &str) {
-        self.note_refusal(&error, reason);
-        if refuses(&error) {
+        if self.refused.note(&error, reason) {
             tracing::error!(%error, reason, "the broker refused this client");
         } else {
             self.consumer_error(&error);
@@ -689,7 +660,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
             leases,
             topic: this.topics.clickstream.clone(),
             error_log: Mutex::new((None, 0)),
-            refused: Mutex::new(None),
+            refused: Refusal::default(),
         };
         let mut consumer_config = this.kafka.consumer_config(&this.config.group_id);
         consumer_config
@@ -761,7 +732,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
         let mut clocks = Clocks::default();
         while !*shutdown.borrow() {
             let batch = self.collect(consumer, &mut shutdown).await;
-            if let Some(reason) = consumer.context().refused() {
+            if let Some(reason) = consumer.context().refused.get() {
                 return Err(PipelineError::Refused(reason));
             }
             if batch.is_empty() {
@@ -809,7 +780,7 @@ impl<S: StateStore + 'static> Pipeline<S> {
         let mut failed = None;
         while !*shutdown.borrow() && !durable.is_finished() {
             let batch = self.collect(consumer, &mut shutdown).await;
-            if let Some(reason) = consumer.context().refused() {
+            if let Some(reason) = consumer.context().refused.get() {
                 failed = Some(PipelineError::Refused(reason));
                 break;
             }

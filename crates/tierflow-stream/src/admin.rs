@@ -1,7 +1,7 @@
 //! Topic creation: idempotent, because every binary and test may call it at start.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaConfig;
-use crate::error::{StreamError, refuses};
+use crate::error::{Refusal, StreamError};
 
 /// How long one topic-creation call may take in all (broker lookup, login, request and the
 /// broker's own work) before it fails instead of waiting for ever.
@@ -49,35 +49,15 @@ impl TopicSpec {
 /// answers), so a consumer with the same settings watches beside it.
 #[derive(Default)]
 struct RefusalWatch {
-    refused: Mutex<Option<String>>,
-}
-
-impl RefusalWatch {
-    fn current(&self) -> Option<String> {
-        self.refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
+    refused: Refusal,
 }
 
 impl ClientContext for RefusalWatch {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !refuses(&error) {
+        if self.refused.note(&error, reason) {
+            tracing::error!(%error, reason, "the broker refused the topic administration client");
+        } else {
             tracing::debug!(%error, reason, "librdkafka error (topic administration)");
-            return;
-        }
-        tracing::error!(%error, reason, "the broker refused the topic administration client");
-        let mut refused = self
-            .refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if refused.is_none() {
-            *refused = Some(if reason.is_empty() {
-                error.to_string()
-            } else {
-                format!("{error} ({reason})")
-            });
         }
     }
 }
@@ -98,7 +78,7 @@ fn watch_for_refusal(
         while !done.load(Ordering::Relaxed) {
             // Events only: this consumer has no assignment, so it never returns records.
             let _ = probe.poll(Duration::from_millis(100));
-            if let Some(reason) = probe.context().current() {
+            if let Some(reason) = probe.context().refused.get() {
                 return Some(reason);
             }
         }

@@ -68,6 +68,41 @@ pub fn transaction_failure(error: &KafkaError) -> TxnFailure {
     }
 }
 
+/// The first refusal (failed login, missing permission) a client's context saw, kept so the
+/// caller can stop on it instead of retrying what no retry fixes.
+#[derive(Debug, Default)]
+pub struct Refusal(std::sync::Mutex<Option<String>>);
+
+impl Refusal {
+    /// Records `error` (with librdkafka's `reason`, if any) when it is a refusal and none was
+    /// recorded before; returns whether it is a refusal.
+    pub fn note(&self, error: &KafkaError, reason: &str) -> bool {
+        if !refuses(error) {
+            return false;
+        }
+        let mut first = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(if reason.is_empty() {
+                error.to_string()
+            } else {
+                format!("{error} ({reason})")
+            });
+        }
+        true
+    }
+
+    /// The refusal recorded, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// A failed login or a missing permission: what no retry fixes.
 pub fn refuses(error: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;

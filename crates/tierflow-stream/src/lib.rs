@@ -13,5 +13,5 @@ pub mod produce;
 pub use admin::{TopicSpec, ensure_topics};
 pub use config::KafkaConfig;
 pub use embedded::EmbeddedBroker;
-pub use error::{FailureClass, StreamError, TxnFailure, refuses, transaction_failure};
+pub use error::{FailureClass, Refusal, StreamError, TxnFailure, refuses, transaction_failure};
 pub use produce::{BoundedProducer, OutRecord, OutputHeaders, ProduceStats};
