@@ -540,6 +540,21 @@ fn secure_kafka(broker: &SecureBroker, password: &str) -> KafkaConfig {
     kafka
 }
 
+/// A secured broker whose user `tierflow` logs in with `password`, a client config for it, and
+/// two-partition topics created on it.
+async fn secure_topics(
+    password: &'static str,
+) -> Result<(SecureBroker, KafkaConfig, TopicsConfig)> {
+    let broker =
+        tokio::task::spawn_blocking(move || SecureBroker::start("tierflow", password)).await??;
+    let kafka = secure_kafka(&broker, password);
+    let topics = topics(2);
+    ensure_topics(&kafka, &topics.specs())
+        .await
+        .with_context(|| broker.log_tail())?;
+    Ok((broker, kafka, topics))
+}
+
 /// `[kafka.properties]` lines for a `tierflow run` config: the secured broker's client
 /// settings, without the password (that comes from a secrets file).
 fn kafka_properties_toml(broker: &SecureBroker) -> String {
@@ -612,13 +627,7 @@ async fn secrets_from_files_are_used_and_never_logged() -> Result<()> {
         tierflow_testkit::RedisServer::start_with_password(REDIS_PASSWORD)
     })
     .await??;
-    let secure_broker =
-        tokio::task::spawn_blocking(|| SecureBroker::start("tierflow", KAFKA_PASSWORD)).await??;
-    let kafka = secure_kafka(&secure_broker, KAFKA_PASSWORD);
-    let topics = topics(2);
-    ensure_topics(&kafka, &topics.specs())
-        .await
-        .with_context(|| secure_broker.log_tail())?;
+    let (secure_broker, kafka, topics) = secure_topics(KAFKA_PASSWORD).await?;
     let stream = generated(&synthetic(40, 5, 3));
     produce_records(&kafka, &topics.clickstream, &stream).await?;
     let input = pipeline_common::read_all(
@@ -709,13 +718,7 @@ async fn secrets_from_files_are_used_and_never_logged() -> Result<()> {
 async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> {
     const RIGHT: &str = "kafka-pw-a81f03";
     const WRONG: &str = "kafka-pw-wrong-99c2";
-    let secure_broker =
-        tokio::task::spawn_blocking(|| SecureBroker::start("tierflow", RIGHT)).await??;
-    let kafka = secure_kafka(&secure_broker, RIGHT);
-    let topics = topics(2);
-    ensure_topics(&kafka, &topics.specs())
-        .await
-        .with_context(|| secure_broker.log_tail())?;
+    let (secure_broker, kafka, topics) = secure_topics(RIGHT).await?;
     let stream = generated(&synthetic(10, 3, 5));
     produce_records(&kafka, &topics.clickstream, &stream).await?;
 
@@ -732,7 +735,7 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
         &password_file,
     )?;
     // The run must end by itself.
-    let (status, log) = run_to_exit("run", config_file.path(), &dir.path().join("run.log"))?;
+    let (status, log) = run_to_exit("run", config_file.path(), &dir.path().join("run.log")).await?;
     ensure!(
         !status.success(),
         "a refused login exited with {status}:\n{log}"
@@ -753,7 +756,8 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
 
     // The admin path too: `tierflow topics` with the same config fails with the same message
     // instead of waiting on a login that cannot succeed.
-    let (status, log) = run_to_exit("topics", config_file.path(), &dir.path().join("topics.log"))?;
+    let (status, log) =
+        run_to_exit("topics", config_file.path(), &dir.path().join("topics.log")).await?;
     ensure!(
         !status.success(),
         "tierflow topics with a refused login exited with {status}:\n{log}"
@@ -770,34 +774,31 @@ async fn a_refused_kafka_login_stops_the_run_with_a_clear_error() -> Result<()> 
 }
 
 /// Runs `tierflow <command> --config <config>` with debug logging into `log_path` and waits
-/// for it to exit by itself (checking every 100 ms); kills it and fails with its log after
-/// 90 s. Returns the exit status and the log.
-fn run_to_exit(
+/// for it to exit by itself; kills it and fails with its log after 90 s. Returns the exit
+/// status and the log.
+async fn run_to_exit(
     command: &str,
     config: &Path,
     log_path: &Path,
 ) -> Result<(std::process::ExitStatus, String)> {
     const LIMIT: Duration = Duration::from_secs(90);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
         .args([command, "--config"])
         .arg(config)
         .env_remove("TIERFLOW_CONFIG")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log_path)?)
+        .kill_on_drop(true)
         .spawn()?;
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((status, std::fs::read_to_string(log_path)?));
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
+    match tokio::time::timeout(LIMIT, child.wait()).await {
+        Ok(status) => Ok((status?, std::fs::read_to_string(log_path)?)),
+        Err(_) => {
+            child.kill().await?;
             bail!(
                 "tierflow {command} still running after {LIMIT:?} (it should stop by itself):\n{}",
                 std::fs::read_to_string(log_path)?
-            );
+            )
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
