@@ -148,6 +148,62 @@ fn trains_on_synthetic_events_beats_the_baselines_and_evaluate_reproduces_the_re
     let evaluated = read_json(&again.join("report.json"))?;
     assert_eq!(evaluated["comparison"], report["comparison"]);
     assert!(again.join("plots/gain.svg").is_file());
+
+    // The training profile (the drift reference): every feature and score, fitted on the
+    // pipeline's feature vectors of events before the last cutoff.
+    let profile = &manifest["profile"];
+    assert_eq!(
+        profile["features"].as_array().map(Vec::len),
+        Some(tierflow_features::FeatureSpec::current().len())
+    );
+    let scores: Vec<&str> = profile["scores"]
+        .as_array()
+        .expect("profile scores")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(scores, ["churn_risk", "expected_value", "tier"]);
+    assert_eq!(profile["rows"], 20_000);
+    // Offline drift: the same population (another seed, the training period) stays under
+    // the threshold; a population of buyers crosses it.
+    let drift_of = |name: &str, extra: &[&str]| -> Result<Value> {
+        let file = dir.path().join(name);
+        let mut args = vec![
+            "generate", "--users", "1000", "--days", "60", "--seed", "12",
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["-o", file.to_str().unwrap()]);
+        ok(tierflow(&args)?)?;
+        let output = ok(tierflow(&[
+            "monitor",
+            "drift",
+            "--json",
+            "--model",
+            model.to_str().unwrap(),
+            "--events",
+            file.to_str().unwrap(),
+        ])?)?;
+        Ok(serde_json::from_slice(&output.stdout)?)
+    };
+    let same = drift_of("same.jsonl", &[])?;
+    assert_eq!(same["drifted"], serde_json::json!([]), "{same}");
+    let shifted = drift_of(
+        "buyers.jsonl",
+        &[
+            "--mix",
+            "loyal_high_spender=1,bargain_hunter=0,browser=0,decaying=0,new_user=0",
+        ],
+    )?;
+    let drifted: Vec<&str> = shifted["drifted"]
+        .as_array()
+        .expect("drifted")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        drifted.contains(&"purchase_30d") && drifted.contains(&"expected_value"),
+        "{shifted}"
+    );
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! events at or before each cutoff (in log order, through the same `UserState::apply` the
 //! online path uses), labelled with what each user did in the following horizon.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use tierflow_events::{ClickEvent, EventTime, EventType};
 
@@ -94,6 +94,62 @@ pub struct DatasetBuilder {
     horizon_ms: i64,
     tier_thresholds: Vec<f64>,
     stats: BuildStats,
+    sample: EventSample,
+}
+
+/// A bounded, order-independent sample of the feature vectors the *online* path computes:
+/// one per applied event before the last cutoff, as of the user's newest event (what
+/// `tierflow run` scores for that event). The rows kept are those whose event ids hash
+/// lowest (bottom-k), so the sample is the same whatever order the log is read in. It is the
+/// reference population for drift monitoring: cutoff rows describe users at arbitrary
+/// instants, the pipeline sees them right after each event.
+#[derive(Debug, Default)]
+struct EventSample {
+    capacity: usize,
+    /// Max-heap by hash: the top is the first to go.
+    kept: BinaryHeap<Kept>,
+}
+
+/// A sampled row, ordered by its event-id hash alone.
+#[derive(Debug)]
+struct Kept {
+    hash: u64,
+    row: Vec<f32>,
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+    }
+}
+
+impl Eq for Kept {}
+
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Kept {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.hash.cmp(&other.hash)
+    }
+}
+
+impl EventSample {
+    fn wants(&self, hash: u64) -> bool {
+        self.capacity > 0
+            && (self.kept.len() < self.capacity
+                || self.kept.peek().is_some_and(|top| hash < top.hash))
+    }
+
+    fn keep(&mut self, hash: u64, row: Vec<f32>) {
+        self.kept.push(Kept { hash, row });
+        if self.kept.len() > self.capacity {
+            self.kept.pop();
+        }
+    }
 }
 
 impl std::fmt::Debug for DatasetBuilder {
@@ -127,7 +183,14 @@ impl DatasetBuilder {
             horizon_ms: label_horizon_ms,
             tier_thresholds: Vec::new(),
             stats: BuildStats::default(),
+            sample: EventSample::default(),
         }
+    }
+
+    /// Also keeps up to `rows` online-shaped feature vectors (see [`DatasetBuilder::finish_with_sample`]).
+    pub fn with_event_sample(mut self, rows: usize) -> Self {
+        self.sample.capacity = rows;
+        self
     }
 
     /// Business tier thresholds on future spend (ascending), e.g. `[1.0, 100.0, 500.0]` gives
@@ -142,7 +205,9 @@ impl DatasetBuilder {
     /// Feeds the next event of the log (log order = arrival order).
     pub fn push(&mut self, event: &ClickEvent) {
         self.stats.events += 1;
-        for cutoff in &mut self.cutoffs {
+        let last = self.cutoffs.len().saturating_sub(1);
+        for (c, cutoff) in self.cutoffs.iter_mut().enumerate() {
+            let is_last = c == last;
             if event.ts <= cutoff.at {
                 let tracked = cutoff
                     .states
@@ -157,6 +222,13 @@ impl DatasetBuilder {
                 match tracked.state.apply(event) {
                     Applied::Updated => {
                         record_history(tracked, event, cutoff.at, self.horizon_ms);
+                        if is_last {
+                            let hash = fnv1a(event.event_id.as_bytes());
+                            if self.sample.wants(hash) {
+                                let as_of = tracked.state.newest().unwrap_or(event.ts);
+                                self.sample.keep(hash, features(&tracked.state, as_of));
+                            }
+                        }
                     }
                     Applied::Duplicate => self.stats.duplicates += 1,
                     Applied::TooLate { .. } => self.stats.too_late += 1,
@@ -181,6 +253,15 @@ impl DatasetBuilder {
 
     /// Rows for every user known at each cutoff whose state would still be alive online,
     /// sorted by cutoff then user.
+    /// [`DatasetBuilder::finish`], plus the event sample (row-major, ordered by event-id
+    /// hash; empty without [`DatasetBuilder::with_event_sample`]).
+    pub fn finish_with_sample(mut self) -> (Vec<Row>, BuildStats, Vec<f32>) {
+        let kept = std::mem::take(&mut self.sample.kept).into_sorted_vec();
+        let sample = kept.into_iter().flat_map(|k| k.row).collect();
+        let (rows, stats) = self.finish();
+        (rows, stats, sample)
+    }
+
     pub fn finish(mut self) -> (Vec<Row>, BuildStats) {
         let mut rows = Vec::new();
         for cutoff in &self.cutoffs {

@@ -381,3 +381,70 @@ fn dataset_labels_come_from_the_following_horizon_only() {
     assert_eq!(row.features[spec.index_of("purchase_30d").unwrap()], 2.0);
     assert_eq!(stats.events, 6);
 }
+
+/// The builder's event sample is what the pipeline scores: for each applied event before the
+/// last cutoff, the user's features as of their newest event (the same `apply` and
+/// `write_features`); bounded, and the kept rows are the lowest event-id hashes whatever the
+/// capacity.
+#[test]
+fn the_event_sample_is_the_online_feature_vector_of_each_applied_event() {
+    use std::collections::HashMap;
+    use tierflow_features::dataset::DatasetBuilder;
+    let cutoff = EventTime::from_unix_millis(T0 + 20 * DAY);
+    let mut log = Vec::new();
+    for n in 0..60_usize {
+        let mut e = event(
+            n,
+            T0 + (n as i64) * DAY / 3,
+            if n % 5 == 0 {
+                EventType::Purchase
+            } else {
+                EventType::ProductView
+            },
+            1_000 + n as i64,
+            (n % 3) as u8,
+            (n / 4) as u8,
+        );
+        e.user_id = format!("u{}", n % 4);
+        log.push(e);
+    }
+    log.push(log[7].clone()); // a duplicate: not applied, no row
+    // Online: one row per applied event up to the cutoff, as of the user's newest event.
+    let mut states: HashMap<String, UserState> = HashMap::new();
+    let mut online: Vec<Vec<f32>> = Vec::new();
+    for e in &log {
+        if e.ts > cutoff {
+            continue;
+        }
+        let state = states.entry(e.user_id.clone()).or_default();
+        if state.apply(e) == Applied::Updated {
+            online.push(features(state, state.newest().unwrap()));
+        }
+    }
+    assert_eq!(
+        online.len(),
+        60,
+        "events up to day 20 are the first 60 (day 0..19.67)"
+    );
+    let sample = |capacity: usize| {
+        let mut builder = DatasetBuilder::new(&[cutoff], 30 * DAY).with_event_sample(capacity);
+        for e in &log {
+            builder.push(e);
+        }
+        let (_, _, sample) = builder.finish_with_sample();
+        sample
+    };
+    let width = FeatureSpec::current().len();
+    let all = sample(1_000);
+    assert_eq!(all.len(), online.len() * width);
+    let mut kept: Vec<&[f32]> = all.chunks(width).collect();
+    let mut expected: Vec<&[f32]> = online.iter().map(Vec::as_slice).collect();
+    kept.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    expected.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(kept, expected);
+    // Bounded: the 10 rows kept are the first 10 of the full sample (ordered by hash).
+    let ten = sample(10);
+    assert_eq!(ten.len(), 10 * width);
+    assert_eq!(ten, all[..10 * width]);
+    assert!(sample(0).is_empty());
+}

@@ -267,6 +267,7 @@ pub(crate) async fn run(args: &Args) -> Result<PipelineReport> {
             model,
             health: Arc::clone(&health),
             campaigns: None,
+            drift: Default::default(),
         }
         .run(shutdown),
     );

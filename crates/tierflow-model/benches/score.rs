@@ -15,7 +15,7 @@ use burn::prelude::{Device, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tierflow_features::FeatureSpec;
 use tierflow_model::model::LossWeights;
-use tierflow_model::{ModelConfig, Normalizer, Scorer, TierDefinition, TrainingConfig};
+use tierflow_model::{ModelConfig, Normalizer, Scorer, TierDefinition, TrainingConfig, profile};
 
 const BATCH_SIZES: [usize; 5] = [1, 64, 256, 1024, 4096];
 const EXPLAIN_BATCH: usize = 256;
@@ -148,5 +148,44 @@ fn breakdown(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, score, breakdown);
+/// What the pipeline's drift monitor adds per batch: counting a batch's feature rows and
+/// scores in a training profile's bins (`Tally`, as `tierflow_pipeline::monitor` does), beside
+/// scoring the same batch (`score/flex/4096`).
+fn drift(c: &mut Criterion) {
+    let rows = BATCH_SIZES[BATCH_SIZES.len() - 1];
+    let device = Device::flex();
+    let (scorer, features) = setup(&device, rows);
+    let spec = FeatureSpec::current();
+    let profile = profile::fit(&scorer, spec.names(), &features).expect("whole rows");
+    let batch = scorer.score(&features).expect("whole rows");
+    let columns: Vec<Option<usize>> = profile::SCORE_COLUMNS
+        .iter()
+        .map(|name| profile.score(name))
+        .collect();
+    let mut tally = profile::Tally::new(&profile);
+    let mut group = c.benchmark_group("drift/flex");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(rows as u64));
+    group.bench_function(BenchmarkId::new("tally", rows), |b| {
+        b.iter(|| {
+            for (r, row) in features.chunks_exact(spec.len()).enumerate() {
+                tally.add_features(&profile, black_box(row));
+                for (index, value) in columns.iter().zip(profile::score_columns(&batch, r)) {
+                    if let Some(index) = index {
+                        tally.add_score(&profile, *index, value);
+                    }
+                }
+            }
+        });
+    });
+    group.bench_function(BenchmarkId::new("compare", rows), |b| {
+        b.iter(|| black_box(&tally).compare(&profile));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, score, breakdown, drift);
 criterion_main!(benches);

@@ -77,6 +77,11 @@ pub struct Manifest {
     /// Maps the ZILN mean to calibrated expected spend (fitted on validation users).
     #[serde(default)]
     pub spend_calibration: Option<SpendCalibration>,
+    /// The training population's distribution of every feature and score, the reference of
+    /// the pipeline's drift metrics (`profile.rs`). Absent in artifacts from before it existed
+    /// (the pipeline then exports no drift for that model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<tierflow_eval::drift::Profile>,
 }
 
 /// A loaded (or freshly trained) artifact.
@@ -154,6 +159,7 @@ impl Artifact {
             weights_checksum: format!("{:016x}", fnv(&weights)),
             data,
             spend_calibration: None,
+            profile: None,
         };
         Ok(Self {
             manifest,
@@ -171,6 +177,13 @@ impl Artifact {
         digest.write(&serde_json::to_vec(&calibration).unwrap_or_default());
         self.manifest.model_version = format!("m1-{:012x}", digest.0 >> 16);
         self.manifest.spend_calibration = calibration;
+        self
+    }
+
+    /// Attaches the drift reference. It describes the model's population and does not change
+    /// the model version (the scores do not change).
+    pub fn with_profile(mut self, profile: Option<tierflow_eval::drift::Profile>) -> Self {
+        self.manifest.profile = profile;
         self
     }
 

@@ -17,6 +17,10 @@ pub struct Dataset {
     /// No purchase in the horizon.
     pub churned: Vec<bool>,
     pub history: Vec<History>,
+    /// Online-shaped feature vectors (one per event, `DatasetBuilder::with_event_sample`),
+    /// row-major: the population the drift profile is fitted on. May be empty (no profile).
+    /// Not part of any split.
+    pub event_sample: Vec<f32>,
 }
 
 impl Dataset {

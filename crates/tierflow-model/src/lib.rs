@@ -6,6 +6,7 @@
 pub mod calibration;
 pub mod data;
 pub mod model;
+pub mod profile;
 pub mod train;
 pub mod workflow;
 

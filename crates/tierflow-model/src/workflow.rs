@@ -23,6 +23,7 @@ use crate::artifact::{Artifact, ArtifactError, DataSummary};
 use crate::calibration::SpendCalibration;
 use crate::data::{Dataset, Normalizer, Part, TierDefinition, part_of};
 use crate::model::ValueModel;
+use crate::profile;
 use crate::scorer::Scorer;
 use crate::train::{EpochReport, TrainingConfig, train};
 
@@ -190,6 +191,14 @@ pub fn train_and_evaluate(
     }
     let calibration = SpendCalibration::fit(&raw, &actual);
     let artifact = artifact.with_spend_calibration(calibration);
+    let artifact = if data.event_sample.is_empty() {
+        artifact
+    } else {
+        let scorer = Scorer::new(&artifact, device)?;
+        let fitted = profile::fit(&scorer, spec.names(), &data.event_sample)
+            .map_err(|e| WorkflowError::Report(e.to_string()))?;
+        artifact.with_profile(Some(fitted))
+    };
     let mut report = evaluate(&artifact, &parts, device)?;
     report.epochs = trained.epochs;
     Ok(TrainRun {

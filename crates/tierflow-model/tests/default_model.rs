@@ -16,6 +16,13 @@ fn the_embedded_default_loads_scores_and_matches_the_committed_directory() {
         Artifact::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("default-model"))
             .expect("default-model/ loads");
     assert_eq!(on_disk.version(), embedded.version());
+    let profile = embedded
+        .manifest
+        .profile
+        .as_ref()
+        .expect("the default model carries its training profile (tierflow monitor profile)");
+    assert_eq!(profile.width(), FeatureSpec::current().len());
+    assert!(profile.rows >= 10_000, "{} rows", profile.rows);
     assert!(
         embedded.manifest.data.source.starts_with("synthetic("),
         "{:?}",

@@ -127,6 +127,36 @@ pub struct PipelineConfig {
     pub transactional_id: Option<String>,
     /// Timeout of each transactional call.
     pub transaction_timeout_ms: u64,
+    /// Drift of the live features and scores from the model's training profile.
+    pub drift: DriftConfig,
+}
+
+/// Drift monitoring (`monitor.rs`): the live rows of the newest `window_rows` (between half
+/// and all of it: two halves slide) are compared with the model's training profile, per
+/// feature and per score, and exported on `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Off: no counting, no drift metrics.
+    pub enabled: bool,
+    /// Rows the comparison covers (the newest half to all of them).
+    pub window_rows: u64,
+    /// No alert before the window holds this many rows (a few rows prove nothing).
+    pub min_rows: u64,
+    /// `tierflow_drift_alert` is 1 when some feature's or score's PSI is above this
+    /// (0.25 is the usual "act on it" level, 0.1 "worth a look").
+    pub psi_threshold: f64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_rows: 100_000,
+            min_rows: 10_000,
+            psi_threshold: 0.25,
+        }
+    }
 }
 
 impl Default for PipelineConfig {
@@ -153,6 +183,7 @@ impl Default for PipelineConfig {
             user_history: true,
             transactional_id: None,
             transaction_timeout_ms: 30_000,
+            drift: DriftConfig::default(),
         }
     }
 }
@@ -174,6 +205,12 @@ impl PipelineConfig {
         }
         if self.score_chunk_rows == 0 {
             return Err("pipeline.score_chunk_rows must be at least 1".into());
+        }
+        if self.drift.enabled && self.drift.window_rows < 2 {
+            return Err("pipeline.drift.window_rows must be at least 2".into());
+        }
+        if !(self.drift.psi_threshold.is_finite() && self.drift.psi_threshold > 0.0) {
+            return Err("pipeline.drift.psi_threshold must be a positive number".into());
         }
         self.policy.validate()
     }

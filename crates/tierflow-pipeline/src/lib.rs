@@ -11,6 +11,7 @@ pub mod campaigns;
 pub mod config;
 pub mod history;
 mod leases;
+pub mod monitor;
 pub mod offline;
 pub mod policy;
 pub mod process;
@@ -18,7 +19,8 @@ pub mod run;
 pub mod telemetry;
 
 pub use campaigns::{Campaigns, Fired, Governance, Outcome, RulesWatcher};
-pub use config::{PipelineConfig, TopicsConfig};
+pub use config::{DriftConfig, PipelineConfig, TopicsConfig};
+pub use monitor::DriftMonitor;
 pub use policy::{Decision, TierPolicy};
 pub use process::{BatchCounts, Input, Processed, Rejected, process, tier_change_key, users_of};
 pub use run::{Pipeline, PipelineError, RunSummary, shutdown_on_signals};

@@ -75,6 +75,11 @@ pub struct Processed {
     /// With rules: the inputs (indices) that are purchases applied by this batch, for
     /// attribution once governance has decided the batch's triggers.
     pub purchases: Vec<usize>,
+    /// The scored feature vectors, row-major, in scoring order (for the drift monitor; the
+    /// runner takes them before the batch moves on).
+    pub rows: Vec<f32>,
+    /// Their scores, one batch per forward pass (`score_chunk_rows` rows each).
+    pub scores: Vec<ScoreBatch>,
 }
 
 /// Each partition's campaign clock: the newest event time read from it (in offset order).
@@ -519,6 +524,8 @@ pub fn process(
         fired,
         due,
         purchases,
+        rows,
+        scores: scored,
     })
 }
 

@@ -47,6 +47,7 @@ use crate::campaigns::{self, Campaigns, Fired, Governance, Outcome};
 use crate::config::{PipelineConfig, TopicsConfig};
 use crate::history;
 use crate::leases::{Claimed, LeaseLost, LeaseStore, Leases, Released};
+use crate::monitor::DriftSlot;
 use crate::process::{self, BatchCounts, Clocks, Input, Processed, Timers};
 use crate::telemetry::{self, Health};
 
@@ -132,6 +133,9 @@ pub struct Pipeline<S> {
     pub health: Arc<Health>,
     /// Campaign rules and their governor; `None` runs without campaigns.
     pub campaigns: Option<Campaigns>,
+    /// Drift of the scored rows from the model's training profile (`Default::default()`;
+    /// configured by `config.drift`).
+    pub drift: DriftSlot,
 }
 
 /// The pipeline's store as the consumer context's lease store.
@@ -1505,6 +1509,13 @@ impl<S: StateStore> Pipeline<S> {
         )?;
         metrics::histogram!(telemetry::SCORING_SECONDS).record(t.elapsed().as_secs_f64());
         metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "process")
+            .record(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let rows = std::mem::take(&mut processed.rows);
+        let scores = std::mem::take(&mut processed.scores);
+        self.drift
+            .observe(&self.config.drift, &scorer, &rows, &scores);
+        metrics::histogram!(telemetry::STAGE_SECONDS, "stage" => "drift")
             .record(t.elapsed().as_secs_f64());
         let mut triggers = self
             .govern(&processed, rules.as_deref(), now, shutdown)

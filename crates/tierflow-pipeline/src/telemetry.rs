@@ -77,6 +77,22 @@ pub const TRANSACTIONS: &str = "tierflow_transactions_total";
 /// Users whose stored state was rolled back to its undo image (a transaction never committed).
 pub const ROLLED_BACK: &str = "tierflow_rolled_back_total";
 
+/// Population stability index of a live column against the model's training profile,
+/// labels `kind` (`feature`, `score`) and `column` (feature name, or `churn_risk`,
+/// `expected_value`, `tier`), over the drift window (`monitor.rs`).
+pub const DRIFT_PSI: &str = "tierflow_drift_psi";
+/// Binned Kolmogorov–Smirnov distance, same labels as [`DRIFT_PSI`].
+pub const DRIFT_KS: &str = "tierflow_drift_ks";
+/// Rows the drift window covers (0 when the model has no profile).
+pub const DRIFT_ROWS: &str = "tierflow_drift_window_rows";
+/// The largest PSI of any feature or score.
+pub const DRIFT_MAX_PSI: &str = "tierflow_drift_max_psi";
+/// Features and scores whose PSI is above `pipeline.drift.psi_threshold` (once the window
+/// holds `min_rows`).
+pub const DRIFT_COLUMNS_OVER: &str = "tierflow_drift_columns_over_threshold";
+/// 1 when some feature or score drifted past the threshold: alert on it.
+pub const DRIFT_ALERT: &str = "tierflow_drift_alert";
+
 /// Every metric this crate exports (for dashboards and their tests).
 pub const ALL: &[&str] = &[
     EVENTS_IN,
@@ -105,6 +121,12 @@ pub const ALL: &[&str] = &[
     EVENT_TO_OUTPUT_SECONDS,
     TRANSACTIONS,
     ROLLED_BACK,
+    DRIFT_PSI,
+    DRIFT_KS,
+    DRIFT_ROWS,
+    DRIFT_MAX_PSI,
+    DRIFT_COLUMNS_OVER,
+    DRIFT_ALERT,
 ];
 
 /// Installs the process-wide Prometheus recorder with histogram buckets fit for each metric.
@@ -180,6 +202,24 @@ fn describe() {
     describe_counter!(
         ROLLED_BACK,
         "User states rolled back from uncommitted transactions"
+    );
+    describe_gauge!(
+        DRIFT_PSI,
+        "Population stability index of a live feature or score against the model's training profile"
+    );
+    describe_gauge!(
+        DRIFT_KS,
+        "Binned Kolmogorov-Smirnov distance of a live feature or score from the training profile"
+    );
+    describe_gauge!(DRIFT_ROWS, Unit::Count, "Scored rows in the drift window");
+    describe_gauge!(DRIFT_MAX_PSI, "Largest PSI of any feature or score");
+    describe_gauge!(
+        DRIFT_COLUMNS_OVER,
+        "Features and scores with PSI above pipeline.drift.psi_threshold"
+    );
+    describe_gauge!(
+        DRIFT_ALERT,
+        "1 when a feature or score drifted past pipeline.drift.psi_threshold"
     );
     describe_histogram!(
         EVENT_TO_OUTPUT_SECONDS,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use burn::prelude::Device;
 use common::{
-    Read, check, ends, generated, model, observe, produce_records, read_all, synthetic, test_kafka,
-    topics,
+    Read, check, ends, generated, metric, model, observe, produce_records, read_all, synthetic,
+    test_kafka, topics,
 };
 use tierflow_model::{Artifact, Scorer};
 use tierflow_pipeline::{
@@ -117,6 +117,7 @@ impl Scenario {
             model: model()?,
             health: Arc::clone(&health),
             campaigns: None,
+            drift: Default::default(),
         };
         let scenario = Self {
             kafka,
@@ -464,18 +465,6 @@ async fn deliveries_timing_out_during_a_broker_outage_are_sent_again_without_los
     .await
 }
 
-/// The value of counter `name` in the Prometheus text `rendered`, summed over its labels.
-fn counter(rendered: &str, name: &str) -> f64 {
-    rendered
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |sum, value| sum + value)
-}
-
 /// Faults injected with librdkafka's mock cluster (three brokers, a real redis-server):
 /// error answers to produce, fetch, offset-commit and heartbeat requests, one slow broker, and
 /// one broker down for `OUTAGE` mid-stream. The pipeline retries what it can, keeps running,
@@ -531,7 +520,7 @@ async fn mock_cluster_request_errors_a_slow_broker_and_a_broker_down_lose_nothin
     let after_errors = scenario.health.records();
     // The refused commit (REBALANCE_IN_PROGRESS) reached the pipeline and was counted;
     // NOT_COORDINATOR is retried inside librdkafka.
-    let commit_failures = counter(&metrics.render(), "tierflow_commit_failures_total");
+    let commit_failures = metric(&metrics.render(), "tierflow_commit_failures_total");
     ensure!(
         commit_failures >= 1.0,
         "the refused offset commit was not counted as a commit failure"
@@ -567,8 +556,8 @@ async fn mock_cluster_request_errors_a_slow_broker_and_a_broker_down_lose_nothin
          ({commit_failures} commit failures counted), {} in completed batches; commit failures \
          {}, stage retries {}; test took {:?}",
         summary.records,
-        counter(&rendered, "tierflow_commit_failures_total"),
-        counter(&rendered, "tierflow_stage_retries_total"),
+        metric(&rendered, "tierflow_commit_failures_total"),
+        metric(&rendered, "tierflow_stage_retries_total"),
         started.elapsed()
     );
     Ok(())

@@ -93,6 +93,7 @@ async fn run_to_end(
         model: model()?,
         health: Arc::clone(&health),
         campaigns,
+        drift: Default::default(),
     };
     let task = tokio::spawn(pipeline.run(shutdown));
     let waited = wait_for(

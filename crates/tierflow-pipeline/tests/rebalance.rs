@@ -84,6 +84,7 @@ async fn join(
         model: model()?,
         health: Arc::clone(&health),
         campaigns: Some(Campaigns::new(rules.clone(), Governance::Redis(governor))),
+        drift: Default::default(),
     };
     Ok(Member {
         health,

@@ -71,6 +71,7 @@ async fn run_member(
             RuleSet::parse(RULES)?,
             Governance::Redis(Governor::connect(store.config().clone()).await?),
         )),
+        drift: Default::default(),
     };
     Ok((health, stop, tokio::spawn(pipeline.run(shutdown))))
 }

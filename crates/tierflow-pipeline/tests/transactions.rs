@@ -61,6 +61,7 @@ async fn transactional_outputs_are_exactly_once_across_crashes() -> Result<()> {
             model: model().expect("embedded model"),
             health,
             campaigns: None,
+            drift: Default::default(),
         };
         (stop, tokio::spawn(pipeline.run(shutdown)))
     };

@@ -101,6 +101,11 @@ pub(crate) enum Command {
     /// treated over control.
     #[command(subcommand)]
     Campaigns(CampaignsCommand),
+    /// Watch the model in production. The pipeline compares every scored row with the
+    /// model's training profile and exports the drift on /metrics (tierflow_drift_*); these
+    /// commands fit that profile and measure an event log's drift offline.
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
     /// Create the configured topics that do not exist yet (user_score compacted).
     Topics,
     /// Write (or check) the JSON Schemas of every topic contract.
@@ -306,6 +311,67 @@ pub(crate) struct CampaignsReportArgs {
     pub(crate) outcome_topic: Option<String>,
 }
 
+/// What `tierflow monitor` does.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum MonitorCommand {
+    /// Fit a model's training profile and save it in its artifact (manifest.json; the model
+    /// version does not change). `tierflow train` does this by itself; use this for an
+    /// artifact trained before profiles existed, or to refit on other data.
+    ///
+    /// The profile is the distribution of every feature and every score over the feature
+    /// vectors the pipeline computes: one per event of --events up to --cutoff (a sample of
+    /// --sample-rows, chosen by event-id hash), scored by the model; deciles per column.
+    Profile(MonitorProfileArgs),
+    /// How far an event log has drifted from a model's training profile: the population
+    /// stability index (PSI) and Kolmogorov–Smirnov distance of every feature and score, worst
+    /// first, as the pipeline's tierflow_drift_psi gauges would show them for that traffic.
+    /// PSI below 0.1: no real change; 0.1–0.25: worth a look; above 0.25: retrain.
+    Drift(MonitorDriftArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MonitorProfileArgs {
+    /// Model artifact directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) model: PathBuf,
+    /// The event log the model was trained on (JSON lines; .gz is decompressed).
+    #[arg(long, short = 'e', value_name = "FILE")]
+    pub(crate) events: PathBuf,
+    /// Only events up to this time (RFC 3339), e.g. the training run's last cutoff. Default:
+    /// every event.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) cutoff: Option<String>,
+    /// Where to write the artifact with its profile. Default: --model, in place.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub(crate) output: Option<PathBuf>,
+    /// Feature vectors to fit on.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) sample_rows: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MonitorDriftArgs {
+    /// Model artifact directory (must hold a profile). Default: the model compiled into the
+    /// binary.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) model: Option<PathBuf>,
+    /// The traffic to compare (JSON lines; .gz is decompressed; `-` is stdin).
+    #[arg(long, short = 'e', value_name = "FILE")]
+    pub(crate) events: PathBuf,
+    /// Feature vectors to compare (a sample by event-id hash when the log has more).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) sample_rows: usize,
+    /// PSI above which a column counts as drifted.
+    #[arg(long, default_value_t = 0.25)]
+    pub(crate) threshold: f64,
+    /// Columns to list (worst first); every drifted one is listed anyway.
+    #[arg(long, default_value_t = 15)]
+    pub(crate) top: usize,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 /// How `campaigns report` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ReportFormat {
@@ -428,6 +494,12 @@ pub(crate) struct GenerateArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub(crate) limit: Option<u64>,
+    /// Segment weights, relative, e.g. loyal_high_spender=0.5,browser=0.1; segments not named
+    /// keep their default weight (loyal_high_spender 0.10, bargain_hunter 0.25, browser 0.35,
+    /// decaying 0.15, new_user 0.15). For drift experiments: traffic from another population
+    /// than the model was trained on.
+    #[arg(long, value_delimiter = ',', value_name = "SEGMENT=WEIGHT,...", value_parser = segment_weight)]
+    pub(crate) mix: Vec<(tierflow_data::synth::Segment, f64)>,
     /// Also write each user's latent segment (ground truth) as CSV to FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) truth: Option<PathBuf>,
@@ -617,6 +689,23 @@ pub(crate) struct DemoArgs {
     pub(crate) hold: bool,
     #[command(flatten)]
     pub(crate) dashboard: DashboardArgs,
+}
+
+fn segment_weight(text: &str) -> Result<(tierflow_data::synth::Segment, f64), String> {
+    let (segment, weight) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not SEGMENT=WEIGHT"))?;
+    let segment = segment.trim().parse()?;
+    let weight: f64 = weight
+        .trim()
+        .parse()
+        .map_err(|e| format!("{weight:?}: {e}"))?;
+    if !(weight.is_finite() && weight >= 0.0) {
+        return Err(format!(
+            "the weight of {segment} must be a number ≥ 0, got {weight}"
+        ));
+    }
+    Ok((segment, weight))
 }
 
 fn fraction(text: &str) -> Result<f64, String> {

@@ -116,6 +116,12 @@ impl SegmentMix {
         }
     }
 
+    /// Sets one segment's weight.
+    pub fn with(mut self, segment: Segment, weight: f64) -> Self {
+        *self.weight_mut(segment) = weight;
+        self
+    }
+
     fn weight_mut(&mut self, segment: Segment) -> &mut f64 {
         match segment {
             Segment::LoyalHighSpender => &mut self.loyal_high_spender,

@@ -198,6 +198,18 @@ pub(crate) fn ends(records: &[Read]) -> BTreeMap<i32, i64> {
     ends
 }
 
+/// The value of metric `name` in the Prometheus text `rendered`, summed over its labels.
+pub(crate) fn metric(rendered: &str, name: &str) -> f64 {
+    rendered
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |sum, value| sum + value)
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub(crate) async fn wait_for(
     what: &str,

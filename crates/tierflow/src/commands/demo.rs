@@ -148,6 +148,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             model: Arc::clone(&model),
             health: Arc::clone(&health),
             campaigns: Some(campaigns.clone()),
+            drift: Default::default(),
         };
         members.push((health, tokio::spawn(pipeline.run(shutdown.clone()))));
     }

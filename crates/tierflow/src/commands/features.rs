@@ -24,7 +24,7 @@ pub(crate) async fn run(args: FeaturesArgs) -> Result<()> {
 fn build(args: &FeaturesArgs) -> Result<()> {
     let cutoffs = parse_cutoffs(&args.cutoffs)?;
     let horizon_ms = i64::from(args.horizon_days) * EventTime::MILLIS_PER_DAY;
-    let built = build_rows(&args.events, &cutoffs, horizon_ms, &args.tier_thresholds)?;
+    let built = build_rows(&args.events, &cutoffs, horizon_ms, &args.tier_thresholds, 0)?;
     let spec = FeatureSpec::current();
     write_csv(
         &args.output,
@@ -68,6 +68,9 @@ pub(crate) struct BuiltRows {
     pub(crate) stats: BuildStats,
     /// Invalid lines by "kind field".
     pub(crate) rejected: BTreeMap<String, u64>,
+    /// Online-shaped feature vectors before the last cutoff, row-major (`event_sample` rows
+    /// at most; see `DatasetBuilder::with_event_sample`).
+    pub(crate) event_sample: Vec<f32>,
 }
 
 /// One pass over an event log (JSON lines, .gz, or `-` for stdin) through the dataset
@@ -78,10 +81,12 @@ pub(crate) fn build_rows(
     cutoffs: &[EventTime],
     horizon_ms: i64,
     tier_thresholds: &[f64],
+    event_sample: usize,
 ) -> Result<BuiltRows> {
     let (reader, bar) = open(events)?;
-    let mut builder =
-        DatasetBuilder::new(cutoffs, horizon_ms).with_tier_thresholds(tier_thresholds.to_vec());
+    let mut builder = DatasetBuilder::new(cutoffs, horizon_ms)
+        .with_tier_thresholds(tier_thresholds.to_vec())
+        .with_event_sample(event_sample);
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
     for (number, line) in BufReader::with_capacity(1 << 20, reader)
         .split(b'\n')
@@ -104,11 +109,12 @@ pub(crate) fn build_rows(
         }
     }
     bar.finish_and_clear();
-    let (rows, stats) = builder.finish();
+    let (rows, stats, event_sample) = builder.finish_with_sample();
     Ok(BuiltRows {
         rows,
         stats,
         rejected,
+        event_sample,
     })
 }
 

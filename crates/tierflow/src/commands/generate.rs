@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use tierflow_data::synth::{self, Dials, Record, SynthConfig};
+use tierflow_data::synth::{self, Dials, Record, SegmentMix, SynthConfig};
 use tierflow_events::EventTime;
 
 use crate::cli::GenerateArgs;
@@ -63,7 +63,12 @@ fn synth_config(args: &GenerateArgs) -> Result<SynthConfig> {
             duplicate: args.duplicate,
             malformed: args.malformed,
         },
-        ..SynthConfig::default()
+        mix: args
+            .mix
+            .iter()
+            .fold(SegmentMix::default(), |mix, (segment, weight)| {
+                mix.with(*segment, *weight)
+            }),
     };
     config.validate().context("invalid generator settings")?;
     Ok(config)

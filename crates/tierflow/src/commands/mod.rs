@@ -7,6 +7,7 @@ mod forget;
 mod generate;
 mod import;
 mod inspect;
+mod monitor;
 mod replay;
 mod rules;
 mod run;
@@ -42,6 +43,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Replay(args) => replay::run(args, config).await,
         Command::Rules(command) => rules::run(command, config).await,
         Command::Campaigns(command) => campaigns::run(command, config).await,
+        Command::Monitor(command) => monitor::run(command, &config).await,
         Command::Topics => topics(&config).await,
         Command::Schemas(args) => schemas::run(&args),
     }

@@ -89,6 +89,7 @@ pub(crate) async fn run(args: ReplayArgs, mut config: Config) -> Result<()> {
         model,
         health: Health::new(),
         campaigns,
+        drift: Default::default(),
     };
     let started = Instant::now();
     let mut running = tokio::spawn(pipeline.run(shutdown));

@@ -116,6 +116,7 @@ pub(crate) async fn run(args: RunArgs, mut config: Config) -> Result<()> {
         model,
         health,
         campaigns,
+        drift: Default::default(),
     };
     let summary = pipeline.run(shutdown).await;
     let _ = end_view.send(true);

@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tierflow_events::EventTime;
 use tierflow_features::FeatureSpec;
 use tierflow_model::model::{LossWeights, ModelConfig};
+use tierflow_model::profile;
 use tierflow_model::workflow::{self, TierChoice, TrainPlan};
 use tierflow_model::{Artifact, Dataset, TrainingConfig};
 
@@ -28,10 +29,12 @@ pub(crate) async fn evaluate(args: EvaluateArgs, config: &Config) -> Result<()> 
         .context("evaluation panicked")?
 }
 
-fn load_rows(data: &DataArgs) -> Result<Dataset> {
+/// The labelled rows of `data`, and with `event_sample` > 0 that many online-shaped rows for
+/// the drift profile.
+fn load_rows(data: &DataArgs, event_sample: usize) -> Result<Dataset> {
     let cutoffs = parse_cutoffs(&data.cutoffs)?;
     let horizon_ms = i64::from(data.horizon_days) * EventTime::MILLIS_PER_DAY;
-    let built = build_rows(&data.events, &cutoffs, horizon_ms, &[])?;
+    let built = build_rows(&data.events, &cutoffs, horizon_ms, &[], event_sample)?;
     let skipped: u64 = built.rejected.values().sum();
     tracing::info!(
         rows = built.rows.len(),
@@ -48,10 +51,9 @@ fn load_rows(data: &DataArgs) -> Result<Dataset> {
             data.events.display()
         );
     }
-    Ok(Dataset::from_rows(
-        &built.rows,
-        FeatureSpec::current().len(),
-    ))
+    let mut dataset = Dataset::from_rows(&built.rows, FeatureSpec::current().len());
+    dataset.event_sample = built.event_sample;
+    Ok(dataset)
 }
 
 fn training_config(args: &TrainArgs) -> Result<TrainingConfig> {
@@ -95,7 +97,7 @@ fn training_config(args: &TrainArgs) -> Result<TrainingConfig> {
 
 fn train_blocking(args: &TrainArgs, device: &burn::prelude::Device) -> Result<()> {
     let config = training_config(args)?;
-    let data = load_rows(&args.data)?;
+    let data = load_rows(&args.data, profile::SAMPLE_ROWS)?;
     let tiers = if args.tier_thresholds.is_empty() {
         TierChoice::Quantiles(config.model.tiers)
     } else {
@@ -150,7 +152,7 @@ fn evaluate_blocking(args: &EvaluateArgs, device: &burn::prelude::Device) -> Res
             "the model was trained for another horizon; its spend and churn refer to its own"
         );
     }
-    let data = load_rows(&args.data)?;
+    let data = load_rows(&args.data, 0)?;
     let report = workflow::evaluate_artifact(&artifact, &data, args.all_users, device)?;
     workflow::write_report(&report, &args.output)?;
     summary(&report.to_markdown());
