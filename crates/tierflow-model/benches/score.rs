@@ -158,10 +158,7 @@ fn drift(c: &mut Criterion) {
     let spec = FeatureSpec::current();
     let profile = profile::fit(&scorer, spec.names(), &features).expect("whole rows");
     let batch = scorer.score(&features).expect("whole rows");
-    let columns: Vec<Option<usize>> = profile::SCORE_COLUMNS
-        .iter()
-        .map(|name| profile.score(name))
-        .collect();
+    let slots = profile::ScoreSlots::of(&profile);
     let mut tally = profile::Tally::new(&profile);
     let mut group = c.benchmark_group("drift/flex");
     group
@@ -172,12 +169,7 @@ fn drift(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("tally", rows), |b| {
         b.iter(|| {
             for (r, row) in features.chunks_exact(spec.len()).enumerate() {
-                tally.add_features(&profile, black_box(row));
-                for (index, value) in columns.iter().zip(profile::score_columns(&batch, r)) {
-                    if let Some(index) = index {
-                        tally.add_score(&profile, *index, value);
-                    }
-                }
+                profile::count_row(&mut tally, &profile, slots, black_box(row), &batch, r);
             }
         });
     });

@@ -29,6 +29,34 @@ pub fn score_columns(batch: &ScoreBatch, row: usize) -> [f64; 3] {
     ]
 }
 
+/// Where each of [`SCORE_COLUMNS`] sits in a profile's scores (a profile may lack one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreSlots([Option<usize>; 3]);
+
+impl ScoreSlots {
+    pub fn of(profile: &Profile) -> Self {
+        Self(SCORE_COLUMNS.map(|name| profile.score(name)))
+    }
+}
+
+/// Counts one scored row in `tally`: its feature vector and row `r` of `batch`. The pipeline's
+/// monitor and [`tally`] count through this one function.
+pub fn count_row(
+    tally: &mut Tally,
+    profile: &Profile,
+    slots: ScoreSlots,
+    features: &[f32],
+    batch: &ScoreBatch,
+    r: usize,
+) {
+    tally.add_features(profile, features);
+    for (slot, value) in slots.0.iter().zip(score_columns(batch, r)) {
+        if let Some(index) = slot {
+            tally.add_score(profile, *index, value);
+        }
+    }
+}
+
 /// Fits the profile of `scorer`'s model on `sample` (row-major raw feature vectors).
 pub fn fit(scorer: &Scorer, names: &[String], sample: &[f32]) -> Result<Profile, ScoreError> {
     let width = scorer.width();
@@ -60,16 +88,11 @@ pub fn fit(scorer: &Scorer, names: &[String], sample: &[f32]) -> Result<Profile,
 pub fn tally(scorer: &Scorer, profile: &Profile, sample: &[f32]) -> Result<Tally, ScoreError> {
     let width = scorer.width();
     let mut tally = Tally::new(profile);
-    let score_index = SCORE_COLUMNS.map(|name| profile.score(name));
+    let slots = ScoreSlots::of(profile);
     for chunk in sample.chunks(CHUNK_ROWS * width.max(1)) {
         let batch = scorer.score(chunk)?;
         for (r, row) in chunk.chunks_exact(width).enumerate() {
-            tally.add_features(profile, row);
-            for (index, value) in score_index.iter().zip(score_columns(&batch, r)) {
-                if let Some(index) = index {
-                    tally.add_score(profile, *index, value);
-                }
-            }
+            count_row(&mut tally, profile, slots, row, &batch, r);
         }
     }
     Ok(tally)

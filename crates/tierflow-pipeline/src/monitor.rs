@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tierflow_model::profile::{Drift, Profile, SCORE_COLUMNS, Tally, score_columns};
+use tierflow_model::profile::{Drift, Profile, ScoreSlots, Tally, count_row};
 use tierflow_model::{ScoreBatch, Scorer};
 
 use crate::config::DriftConfig;
@@ -26,8 +26,8 @@ use crate::telemetry;
 struct Window {
     version: String,
     profile: Arc<Profile>,
-    /// Index of each [`SCORE_COLUMNS`] entry in the profile's scores (a profile may lack one).
-    score_index: [Option<usize>; 3],
+    /// Where the profile keeps each score column.
+    slots: ScoreSlots,
     newer: Tally,
     older: Tally,
     /// Scratch for `newer + older`.
@@ -85,13 +85,7 @@ impl DriftMonitor {
                     std::mem::swap(&mut window.newer, &mut window.older);
                     window.newer.clear();
                 }
-                window.newer.add_features(&profile, row);
-                let values = score_columns(batch, r);
-                for (index, value) in window.score_index.iter().zip(values) {
-                    if let Some(index) = index {
-                        window.newer.add_score(&profile, *index, value);
-                    }
-                }
+                count_row(&mut window.newer, &profile, window.slots, row, batch, r);
             }
         }
         window.both.clone_from(&window.newer);
@@ -119,12 +113,12 @@ impl DriftMonitor {
             return None;
         };
         let profile = Arc::new(profile);
-        let score_index = SCORE_COLUMNS.map(|name| profile.score(name));
+        let slots = ScoreSlots::of(&profile);
         let tally = Tally::new(&profile);
         self.window = Some(Window {
             version: version.to_owned(),
             profile,
-            score_index,
+            slots,
             newer: tally.clone(),
             older: tally.clone(),
             both: tally,
