@@ -219,13 +219,30 @@ impl Profile {
 
 /// Live counts in a profile's bins: one flat array for every column, so counting a row is
 /// one binary search per column and no allocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Tally {
     /// Where each column's counters start in `counts` (features first, then scores), plus the
     /// end.
     starts: Vec<usize>,
     counts: Vec<u64>,
     rows: u64,
+}
+
+impl Clone for Tally {
+    fn clone(&self) -> Self {
+        Self {
+            starts: self.starts.clone(),
+            counts: self.counts.clone(),
+            rows: self.rows,
+        }
+    }
+
+    /// Reuses this tally's buffers (the monitor copies a tally every batch).
+    fn clone_from(&mut self, source: &Self) {
+        self.starts.clone_from(&source.starts);
+        self.counts.clone_from(&source.counts);
+        self.rows = source.rows;
+    }
 }
 
 impl Tally {

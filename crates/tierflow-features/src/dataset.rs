@@ -187,6 +187,14 @@ impl DatasetBuilder {
         }
     }
 
+    /// Only the event sample: `rows` online-shaped feature vectors of the events up to
+    /// `up_to` (every event without it), no cutoff rows worth keeping (the one cutoff lies
+    /// past every event, so its users are expired and dropped by `finish`).
+    pub fn event_sample_only(up_to: Option<EventTime>, rows: usize) -> Self {
+        let cutoff = up_to.unwrap_or(EventTime::from_unix_millis(i64::MAX / 4));
+        Self::new(&[cutoff], 0).with_event_sample(rows)
+    }
+
     /// Also keeps up to `rows` online-shaped feature vectors (see [`DatasetBuilder::finish_with_sample`]).
     pub fn with_event_sample(mut self, rows: usize) -> Self {
         self.sample.capacity = rows;

@@ -65,6 +65,9 @@ impl DriftMonitor {
             return None;
         }
         let version = scorer.version();
+        if self.window.is_none() && self.unprofiled.as_deref() == Some(version) {
+            return None;
+        }
         if self.window.as_ref().is_none_or(|w| w.version != version) {
             self.switch(scorer)?;
         }

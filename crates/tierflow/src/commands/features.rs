@@ -24,7 +24,11 @@ pub(crate) async fn run(args: FeaturesArgs) -> Result<()> {
 fn build(args: &FeaturesArgs) -> Result<()> {
     let cutoffs = parse_cutoffs(&args.cutoffs)?;
     let horizon_ms = i64::from(args.horizon_days) * EventTime::MILLIS_PER_DAY;
-    let built = build_rows(&args.events, &cutoffs, horizon_ms, &args.tier_thresholds, 0)?;
+    let built = build_rows(
+        &args.events,
+        DatasetBuilder::new(&cutoffs, horizon_ms)
+            .with_tier_thresholds(args.tier_thresholds.clone()),
+    )?;
     let spec = FeatureSpec::current();
     write_csv(
         &args.output,
@@ -76,17 +80,8 @@ pub(crate) struct BuiltRows {
 /// One pass over an event log (JSON lines, .gz, or `-` for stdin) through the dataset
 /// builder, with a progress bar. Invalid lines are counted and skipped (the first of each
 /// kind is logged with its line number).
-pub(crate) fn build_rows(
-    events: &Path,
-    cutoffs: &[EventTime],
-    horizon_ms: i64,
-    tier_thresholds: &[f64],
-    event_sample: usize,
-) -> Result<BuiltRows> {
+pub(crate) fn build_rows(events: &Path, mut builder: DatasetBuilder) -> Result<BuiltRows> {
     let (reader, bar) = open(events)?;
-    let mut builder = DatasetBuilder::new(cutoffs, horizon_ms)
-        .with_tier_thresholds(tier_thresholds.to_vec())
-        .with_event_sample(event_sample);
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
     for (number, line) in BufReader::with_capacity(1 << 20, reader)
         .split(b'\n')

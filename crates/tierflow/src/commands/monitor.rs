@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use tierflow_events::EventTime;
-use tierflow_features::FeatureSpec;
+use tierflow_features::{DatasetBuilder, FeatureSpec};
 use tierflow_model::profile::{self, ColumnDrift, Drift};
 use tierflow_model::{Artifact, Scorer};
 
@@ -28,10 +28,7 @@ pub(crate) async fn run(command: MonitorCommand, config: &Config) -> Result<()> 
 /// The pipeline's feature vectors of the events in `events` up to `cutoff` (all without
 /// one): at most `rows`, chosen by event-id hash.
 fn event_rows(events: &Path, cutoff: Option<EventTime>, rows: usize) -> Result<Vec<f32>> {
-    // A cutoff past every event: the builder's cutoff rows are all expired and dropped; only
-    // the event sample is kept.
-    let cutoff = cutoff.unwrap_or(EventTime::from_unix_millis(i64::MAX / 4));
-    let built = build_rows(events, &[cutoff], 0, &[], rows)?;
+    let built = build_rows(events, DatasetBuilder::event_sample_only(cutoff, rows))?;
     if built.event_sample.is_empty() {
         bail!(
             "no usable events in {} (before the cutoff, if one was given)",

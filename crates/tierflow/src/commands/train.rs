@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use burn::config::Config as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tierflow_events::EventTime;
-use tierflow_features::FeatureSpec;
+use tierflow_features::{DatasetBuilder, FeatureSpec};
 use tierflow_model::model::{LossWeights, ModelConfig};
 use tierflow_model::profile;
 use tierflow_model::workflow::{self, TierChoice, TrainPlan};
@@ -34,7 +34,10 @@ pub(crate) async fn evaluate(args: EvaluateArgs, config: &Config) -> Result<()> 
 fn load_rows(data: &DataArgs, event_sample: usize) -> Result<Dataset> {
     let cutoffs = parse_cutoffs(&data.cutoffs)?;
     let horizon_ms = i64::from(data.horizon_days) * EventTime::MILLIS_PER_DAY;
-    let built = build_rows(&data.events, &cutoffs, horizon_ms, &[], event_sample)?;
+    let built = build_rows(
+        &data.events,
+        DatasetBuilder::new(&cutoffs, horizon_ms).with_event_sample(event_sample),
+    )?;
     let skipped: u64 = built.rejected.values().sum();
     tracing::info!(
         rows = built.rows.len(),
